@@ -1,0 +1,85 @@
+"""ModelBundle: the training ↔ serving contract, with no MLflow in it.
+
+A bundle is three text files in one directory — LightGBM model text, feature spec JSON,
+calibrator JSON — plus a small meta JSON. Training writes it and logs the directory as MLflow
+artifacts; serving downloads the directory and rebuilds the callable with `load`. No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features.batch import encode_matrix
+from features.calibrator import Calibrator
+from features.spec import FeatureSpec
+
+MODEL_FILE: Final = "model.txt"
+SPEC_FILE: Final = "feature_spec.json"
+CALIBRATOR_FILE: Final = "calibrator.json"
+META_FILE: Final = "meta.json"
+BUNDLE_FILES: Final = (MODEL_FILE, SPEC_FILE, CALIBRATOR_FILE, META_FILE)
+
+
+class BundleError(ValueError):
+    """A bundle directory that cannot be loaded; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    booster: lgb.Booster
+    spec: FeatureSpec
+    calibrator: Calibrator
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def predict_raw_matrix(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x, num_threads=1)  # type: ignore[return-value]
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for an encoded matrix."""
+        return self.calibrator.transform(self.predict_raw_matrix(x))
+
+    def predict_frame(self, df: pl.DataFrame) -> np.ndarray:
+        """Calibrated probabilities for canonical log rows."""
+        return self.predict_matrix(encode_matrix(df, self.spec))
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MODEL_FILE).write_text(self.booster.model_to_string())
+        (directory / SPEC_FILE).write_text(self.spec.to_json())
+        (directory / CALIBRATOR_FILE).write_text(self.calibrator.to_json())
+        (directory / META_FILE).write_text(json.dumps(self.meta, indent=1, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelBundle:
+        directory = Path(directory)
+        texts: dict[str, str] = {}
+        for name in BUNDLE_FILES:
+            path = directory / name
+            try:
+                texts[name] = path.read_text()
+            except OSError as e:
+                raise BundleError(f"{path}: cannot read ({e.strerror or e})") from None
+        try:
+            booster = lgb.Booster(model_str=texts[MODEL_FILE])
+        except lgb.basic.LightGBMError as e:
+            raise BundleError(f"{directory / MODEL_FILE}: not a LightGBM model ({e})") from None
+        try:
+            spec = FeatureSpec.from_json(texts[SPEC_FILE])
+            calibrator = Calibrator.from_json(texts[CALIBRATOR_FILE])
+            meta = json.loads(texts[META_FILE])
+        except (ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"{directory}: invalid spec, calibrator or meta JSON ({e})") from None
+        if booster.num_feature() != len(spec.features):
+            raise BundleError(
+                f"{directory}: model has {booster.num_feature()} features, "
+                f"spec has {len(spec.features)}"
+            )
+        return cls(booster=booster, spec=spec, calibrator=calibrator, meta=meta)

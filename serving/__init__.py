@@ -1,0 +1,1 @@
+"""The FastAPI service bidders call per impression."""

@@ -1,0 +1,1 @@
+"""Calibrated pCTR/pCVR models from ad logs, tracked and registered in MLflow."""
