@@ -85,3 +85,25 @@ def add_user_counters(df: pl.DataFrame) -> pl.DataFrame:
         .drop("_row")
         .select([*(c for c in df.columns if c not in COUNTER_COLUMNS), *COUNTER_COLUMNS])
     )
+
+
+US_PER_WINDOW: Final = {k: int(v.total_seconds()) * 1_000_000 for k, v in WINDOWS.items()}
+
+
+def counters_as_of(
+    imp_times_us: list[int], click_times_us: list[int], now_us: int
+) -> dict[str, float | int | None]:
+    """The same five counters for one user from their event history (epoch microseconds).
+
+    The online twin of `add_user_counters`: a profile store keeps each user's recent impression
+    and click times and calls this per request, so serving sees exactly what training saw.
+    Windows are [now - width, now): strictly earlier events only.
+    """
+    out: dict[str, float | int | None] = {}
+    for label, width in US_PER_WINDOW.items():
+        lo = now_us - width
+        out[f"user_imps_{label}"] = sum(1 for t in imp_times_us if lo <= t < now_us)
+        out[f"user_clicks_{label}"] = sum(1 for t in click_times_us if lo <= t < now_us)
+    earlier = [t for t in imp_times_us if t < now_us]
+    out["user_secs_since_last_imp"] = (now_us - max(earlier)) / 1e6 if earlier else None
+    return {c: out[c] for c in COUNTER_COLUMNS}
