@@ -1,0 +1,302 @@
+"""Where the service keeps state that bidding needs: spend, pacing, seen events, user profiles.
+
+`bidding/` is pure, so budgets, pacing multipliers and DMP profiles live here, behind one
+interface with two backends: in process (the default, bounded memory) and Redis (several workers
+or replicas share budgets through atomic increments). `ResilientStore` keeps bidding on local state
+when Redis becomes unreachable, and says so, rather than failing the auction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from features.profiles import US_PER_WINDOW, counters_as_of
+
+log = logging.getLogger("bidopt.state")
+
+WEEK_US: Final = US_PER_WINDOW["7d"]
+DAY_US: Final = US_PER_WINDOW["24h"]
+EVENT_TTL_S: Final = 8 * 24 * 3600
+HISTORY_PER_USER: Final = 2000  # recent events kept per user; beyond this the oldest are dropped
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A user as the DMP knows them now: segments, model counters, per-campaign frequency."""
+
+    segments: tuple[str, ...]
+    counters: dict[str, float | int | None]
+    campaign_imps: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (24h, 7d)
+    campaign_clicks: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def build_profile(
+    segments: tuple[str, ...],
+    imps: list[tuple[int, str]],
+    clicks: list[tuple[int, str]],
+    now_us: int,
+) -> Profile:
+    """Counters from (time_us, campaign_id) histories, by the one definition in features/."""
+    counters = counters_as_of([t for t, _ in imps], [t for t, _ in clicks], now_us)
+
+    def per_campaign(events: list[tuple[int, str]]) -> dict[str, tuple[int, int]]:
+        out: dict[str, list[int]] = {}
+        for t, cid in events:
+            if now_us - WEEK_US <= t < now_us:
+                slot = out.setdefault(cid, [0, 0])
+                slot[1] += 1
+                if t >= now_us - DAY_US:
+                    slot[0] += 1
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    return Profile(segments, counters, per_campaign(imps), per_campaign(clicks))
+
+
+class StateStore(Protocol):
+    backend: str
+
+    def claim_event(self, event_id: str) -> bool:
+        """True the first time an event id is seen, False for a repeat (counted once)."""
+        ...
+
+    def add_spend(self, campaign_id: str, day: str, amount: float) -> float: ...
+    def spend(self, campaign_id: str, day: str) -> float: ...
+    def get_pacing(self, campaign_id: str) -> dict[str, Any] | None: ...
+    def put_pacing(self, campaign_id: str, state: dict[str, Any]) -> None: ...
+    def record_impression(
+        self, user_id: str, campaign_id: str, t_us: int, event_id: str
+    ) -> None: ...
+    def record_click(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None: ...
+    def set_segments(self, user_id: str, segments: list[str]) -> None: ...
+    def profile(self, user_id: str, now_us: int) -> Profile: ...
+
+
+class _Bounded(OrderedDict[str, Any]):
+    """An LRU dict: memory stays bounded however many users or events arrive."""
+
+    def __init__(self, max_items: int) -> None:
+        super().__init__()
+        self.max_items = max_items
+
+    def touch(self, key: str, default: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        self[key] = default
+        if len(self) > self.max_items:
+            self.popitem(last=False)
+        return default
+
+
+class InMemoryStore:
+    """Per-process state; correct for one worker (the serve command refuses more without Redis)."""
+
+    backend = "memory"
+
+    def __init__(self, max_users: int = 200_000, max_events: int = 2_000_000) -> None:
+        self._lock = threading.Lock()
+        self._events = _Bounded(max_events)
+        self._spend: dict[tuple[str, str], float] = {}
+        self._pacing: dict[str, dict[str, Any]] = {}
+        self._users = _Bounded(max_users)
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        return self._users.touch(
+            user_id,
+            {
+                "segments": (),
+                "imps": deque(maxlen=HISTORY_PER_USER),
+                "clicks": deque(maxlen=HISTORY_PER_USER),
+            },
+        )
+
+    def claim_event(self, event_id: str) -> bool:
+        with self._lock:
+            if event_id in self._events:
+                return False
+            self._events.touch(event_id, time.time())
+            return True
+
+    def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
+        with self._lock:
+            key = (campaign_id, day)
+            self._spend[key] = self._spend.get(key, 0.0) + amount
+            return self._spend[key]
+
+    def spend(self, campaign_id: str, day: str) -> float:
+        return self._spend.get((campaign_id, day), 0.0)
+
+    def get_pacing(self, campaign_id: str) -> dict[str, Any] | None:
+        state = self._pacing.get(campaign_id)
+        return dict(state) if state is not None else None
+
+    def put_pacing(self, campaign_id: str, state: dict[str, Any]) -> None:
+        self._pacing[campaign_id] = dict(state)
+
+    def record_impression(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        with self._lock:
+            self._user(user_id)["imps"].append((t_us, campaign_id))
+
+    def record_click(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        with self._lock:
+            self._user(user_id)["clicks"].append((t_us, campaign_id))
+
+    def set_segments(self, user_id: str, segments: list[str]) -> None:
+        with self._lock:
+            self._user(user_id)["segments"] = tuple(segments)
+
+    def profile(self, user_id: str, now_us: int) -> Profile:
+        with self._lock:
+            u = self._users.get(user_id)
+            if u is None:
+                return build_profile((), [], [], now_us)
+            return build_profile(u["segments"], list(u["imps"]), list(u["clicks"]), now_us)
+
+
+class RedisStore:
+    """Shared state in Redis: spend by HINCRBYFLOAT, event ids by SET NX, histories as ZSETs."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str = "bidopt:", timeout_s: float = 0.05) -> None:
+        import redis  # only when Redis is configured
+
+        self._r = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+        )
+        self._p = prefix
+
+    def ping(self) -> bool:
+        return bool(self._r.ping())
+
+    def claim_event(self, event_id: str) -> bool:
+        return bool(self._r.set(f"{self._p}ev:{event_id}", 1, nx=True, ex=EVENT_TTL_S))
+
+    def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
+        key = f"{self._p}spend:{day}"
+        pipe = self._r.pipeline()
+        pipe.hincrbyfloat(key, campaign_id, amount)
+        pipe.expire(key, 3 * 24 * 3600)
+        return float(pipe.execute()[0])
+
+    def spend(self, campaign_id: str, day: str) -> float:
+        value = self._r.hget(f"{self._p}spend:{day}", campaign_id)
+        return float(value) if value is not None else 0.0
+
+    def get_pacing(self, campaign_id: str) -> dict[str, Any] | None:
+        raw = self._r.get(f"{self._p}pacing:{campaign_id}")
+        return json.loads(raw) if raw else None
+
+    def put_pacing(self, campaign_id: str, state: dict[str, Any]) -> None:
+        self._r.set(f"{self._p}pacing:{campaign_id}", json.dumps(state))
+
+    def _record(self, kind: str, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        key = f"{self._p}{kind}:{user_id}"
+        pipe = self._r.pipeline()
+        pipe.zadd(key, {f"{t_us}|{campaign_id}|{event_id}": t_us})
+        pipe.zremrangebyscore(key, "-inf", t_us - WEEK_US - DAY_US)
+        pipe.zremrangebyrank(key, 0, -HISTORY_PER_USER - 1)
+        pipe.expire(key, EVENT_TTL_S)
+        pipe.execute()
+
+    def record_impression(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        self._record("imp", user_id, campaign_id, t_us, event_id)
+
+    def record_click(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        self._record("clk", user_id, campaign_id, t_us, event_id)
+
+    def set_segments(self, user_id: str, segments: list[str]) -> None:
+        self._r.set(f"{self._p}seg:{user_id}", json.dumps(list(segments)), ex=30 * 24 * 3600)
+
+    def profile(self, user_id: str, now_us: int) -> Profile:
+        pipe = self._r.pipeline()
+        pipe.get(f"{self._p}seg:{user_id}")
+        for kind in ("imp", "clk"):
+            pipe.zrangebyscore(f"{self._p}{kind}:{user_id}", now_us - WEEK_US, f"({now_us}")
+        seg, imps, clicks = pipe.execute()
+
+        def parse(members: list[str]) -> list[tuple[int, str]]:
+            out = []
+            for m in members:
+                t, cid, _ = m.split("|", 2)
+                out.append((int(t), cid))
+            return out
+
+        segments = tuple(json.loads(seg)) if seg else ()
+        return build_profile(segments, parse(imps), parse(clicks), now_us)
+
+
+class ResilientStore:
+    """Redis first; on a connection failure keep bidding on local state and report it.
+
+    Losing Redis must not stop the auction: the local store takes over (budgets are then per
+    worker, which `degraded` and the `bidopt_state_degraded` metric make visible), and Redis is
+    tried again after `retry_s`.
+    """
+
+    def __init__(self, primary: RedisStore, local: InMemoryStore, retry_s: float = 5.0) -> None:
+        self.primary, self.local, self.retry_s = primary, local, retry_s
+        self.degraded = False
+        self.last_error: str | None = None
+        self._down_until = 0.0
+
+    @property
+    def backend(self) -> str:
+        return "memory (redis unreachable)" if self.degraded else "redis"
+
+    def _call(self, name: str, *args: Any) -> Any:
+        import redis
+
+        if time.monotonic() >= self._down_until:
+            try:
+                result = getattr(self.primary, name)(*args)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                self._down_until = time.monotonic() + self.retry_s
+                if not self.degraded:
+                    log.error("redis unreachable (%s): bidding on local state", e)
+                self.degraded, self.last_error = True, str(e)
+            else:
+                if self.degraded:
+                    log.warning("redis reachable again: shared state restored")
+                self.degraded, self.last_error = False, None
+                return result
+        return getattr(self.local, name)(*args)
+
+    def claim_event(self, event_id: str) -> bool:
+        return bool(self._call("claim_event", event_id))
+
+    def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
+        return float(self._call("add_spend", campaign_id, day, amount))
+
+    def spend(self, campaign_id: str, day: str) -> float:
+        return float(self._call("spend", campaign_id, day))
+
+    def get_pacing(self, campaign_id: str) -> dict[str, Any] | None:
+        return self._call("get_pacing", campaign_id)  # type: ignore[no-any-return]
+
+    def put_pacing(self, campaign_id: str, state: dict[str, Any]) -> None:
+        self._call("put_pacing", campaign_id, state)
+
+    def record_impression(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        self._call("record_impression", user_id, campaign_id, t_us, event_id)
+
+    def record_click(self, user_id: str, campaign_id: str, t_us: int, event_id: str) -> None:
+        self._call("record_click", user_id, campaign_id, t_us, event_id)
+
+    def set_segments(self, user_id: str, segments: list[str]) -> None:
+        self._call("set_segments", user_id, segments)
+
+    def profile(self, user_id: str, now_us: int) -> Profile:
+        return self._call("profile", user_id, now_us)  # type: ignore[no-any-return]
+
+
+def make_store(redis_url: str | None) -> InMemoryStore | ResilientStore:
+    return (
+        InMemoryStore() if not redis_url else ResilientStore(RedisStore(redis_url), InMemoryStore())
+    )
