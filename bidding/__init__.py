@@ -1,0 +1,13 @@
+"""Bidding: from calibrated pCTR/pCVR to a price, under budgets. Pure: no I/O, no Redis, no MLflow.
+
+goals       value of an impression (CPM) per campaign goal
+strategies  BidStrategy implementations and bid_one / bid_array, the one bid function
+fitting     strategy parameters fitted on a training window
+winrate     censored (Kaplan-Meier / Turnbull) win-rate model per context segment
+shading     first-price shading on a win curve
+pacing      PID pacing arithmetic, the paced-replay loop and a day simulator
+auction     how a logged auction resolves and where a budget runs out
+campaigns   the campaigns TOML schema
+rules       compiled if / else-if / else bid rules
+replay      offline auction replay over logs
+"""

@@ -1,0 +1,300 @@
+"""Fitting strategy parameters on a training window (pure; arrays in, a strategy out).
+
+Every fit replays the training window through `strategies.bid_array` and `auction.settle`, the
+same functions serving and replay use, so a fitted parameter means the same thing everywhere:
+
+- constant, random, linear: the bid level that wins the most clicks under the budget (ties: the
+  cheaper), on a geometric grid, as in the iPinYou benchmark;
+- ORTB1/ORTB2: c by least squares between the win function (b / (c + b), or b^2 / (c^2 + b^2))
+  and the empirical win curve (market prices, or a censored Kaplan-Meier curve from winrate.py);
+  then lambda by bisection so that the window's spend equals the budget;
+- Lagrangian: lambda by bisection on the same spend equation (0 when the budget does not bind).
+
+Spend is monotone in every lambda, which is what makes bisection safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from bidding.auction import budget_stop, settle
+from bidding.strategies import (
+    BidStrategy,
+    Constant,
+    Lagrangian,
+    Linear,
+    Ortb1,
+    Ortb2,
+    RandomBid,
+    Value,
+    bid_array,
+    strategy_name,
+)
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def _inputs(
+    market: np.ndarray, floor: np.ndarray | None, first_price: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    m = np.asarray(market, dtype=np.float64)
+    if m.ndim != 1 or m.shape[0] == 0 or not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError("market_price: need a non-empty 1-D array of finite prices >= 0")
+    f = np.zeros(m.shape) if floor is None else np.broadcast_to(np.asarray(floor, float), m.shape)
+    fp = np.zeros(m.shape, bool) if first_price is None else np.asarray(first_price, bool)
+    return m, f, fp
+
+
+def _spend(
+    strategy: BidStrategy,
+    values: np.ndarray,
+    m: np.ndarray,
+    f: np.ndarray,
+    fp: np.ndarray,
+    max_bid: float,
+) -> float:
+    bids = bid_array(strategy, values, floor=f, max_bid=max_bid)
+    return float(settle(bids, m, f, fp)[1].sum())
+
+
+def _score(
+    strategy: BidStrategy,
+    values: np.ndarray,
+    m: np.ndarray,
+    f: np.ndarray,
+    fp: np.ndarray,
+    clicks: np.ndarray,
+    budget: float,
+    max_bid: float,
+) -> tuple[float, float, float]:
+    """(clicks, value won, -spend) under the budget: compared in that order."""
+    bids = bid_array(strategy, values, floor=f, max_bid=max_bid)
+    won, cost = settle(bids, m, f, fp)
+    played, _ = budget_stop(cost, budget)
+    w = won[:played]
+    return (
+        float(clicks[:played][w].sum()),
+        float(values[:played][w].sum()),
+        -float(cost[:played].sum()),
+    )
+
+
+def _best_on_grid(
+    make: Callable[[float], BidStrategy],
+    grid: np.ndarray,
+    values: np.ndarray,
+    m: np.ndarray,
+    f: np.ndarray,
+    fp: np.ndarray,
+    clicks: np.ndarray,
+    budget: float,
+    max_bid: float,
+) -> BidStrategy:
+    """Most clicks; on sparse logs many bids tie on clicks, so then the most value won (the
+    model's expected clicks; for value-blind strategies, wins), then the least spend."""
+    scored = [
+        (_score(make(float(x)), values, m, f, fp, clicks, budget, max_bid), float(x)) for x in grid
+    ]
+    best = max(scored, key=lambda t: t[0])
+    return make(best[1])
+
+
+def _price_grid(m: np.ndarray, size: int) -> np.ndarray:
+    lo = max(float(np.quantile(m, 0.01)), 1e-3)
+    hi = max(float(np.quantile(m, 0.999)) * 4.0, lo * 10.0)
+    return np.geomspace(lo, hi, size)
+
+
+def fit_constant_bid(
+    market: np.ndarray,
+    clicks: np.ndarray,
+    budget: float,
+    *,
+    floor: np.ndarray | None = None,
+    first_price: np.ndarray | None = None,
+    max_bid: float = math.inf,
+    grid_size: int = 48,
+) -> Constant:
+    m, f, fp = _inputs(market, floor, first_price)
+    ones = np.ones(m.shape)
+    c = np.asarray(clicks, dtype=np.float64)
+    grid = _price_grid(m, grid_size)
+    return _best_on_grid(Constant, grid, ones, m, f, fp, c, budget, max_bid)  # type: ignore[return-value]
+
+
+def fit_random_bid(
+    market: np.ndarray,
+    clicks: np.ndarray,
+    budget: float,
+    *,
+    floor: np.ndarray | None = None,
+    first_price: np.ndarray | None = None,
+    max_bid: float = math.inf,
+    grid_size: int = 24,
+    seed: int = 0,
+) -> RandomBid:
+    m, f, fp = _inputs(market, floor, first_price)
+    c = np.asarray(clicks, dtype=np.float64)
+    grid = _price_grid(m, grid_size)
+
+    def make(x: float) -> BidStrategy:
+        return RandomBid(0.0, x, seed)
+
+    return _best_on_grid(make, grid, np.ones(m.shape), m, f, fp, c, budget, max_bid)  # type: ignore[return-value]
+
+
+def fit_linear_base_bid(
+    values: np.ndarray,
+    market: np.ndarray,
+    clicks: np.ndarray,
+    budget: float,
+    *,
+    floor: np.ndarray | None = None,
+    first_price: np.ndarray | None = None,
+    max_bid: float = math.inf,
+    grid_size: int = 48,
+) -> Linear:
+    """Base bid maximising clicks under the budget; avg value is the window's mean value."""
+    m, f, fp = _inputs(market, floor, first_price)
+    v = np.asarray(values, dtype=np.float64)
+    avg = float(np.nanmean(v)) if np.any(np.isfinite(v)) else 0.0
+    if not avg > 0:
+        raise ValueError("values: the training window's average value must be > 0")
+    c = np.asarray(clicks, dtype=np.float64)
+
+    def make(x: float) -> BidStrategy:
+        return Linear(x, avg)
+
+    grid = _price_grid(m, grid_size)
+    return _best_on_grid(make, grid, v, m, f, fp, c, budget, max_bid)  # type: ignore[return-value]
+
+
+def empirical_win_curve(market: np.ndarray, points: int = 99) -> tuple[np.ndarray, np.ndarray]:
+    """(bids, P(market < bid)) at market-price quantiles: the uncensored win curve."""
+    m = np.sort(np.asarray(market, dtype=np.float64))
+    b = np.unique(np.quantile(m, np.linspace(0.01, 0.99, points)))
+    return b, np.searchsorted(m, b, side="left") / m.shape[0]
+
+
+def win_function(kind: str, c: float, b: np.ndarray) -> np.ndarray:
+    """ORTB's parametric win functions: b / (c + b) (ortb1), b^2 / (c^2 + b^2) (ortb2)."""
+    return b / (c + b) if kind == "ortb1" else b * b / (c * c + b * b)
+
+
+def fit_win_function_c(bids: np.ndarray, win: np.ndarray, kind: str = "ortb1") -> float:
+    """Least-squares c for the win function against (bids, win probability) points."""
+    b = np.asarray(bids, dtype=np.float64)
+    w = np.asarray(win, dtype=np.float64)
+    if b.shape != w.shape or b.shape[0] < 2 or not np.all(b > 0):
+        raise ValueError("win curve: need >= 2 points with bids > 0")
+
+    def loss(logc: float) -> float:
+        return float(np.sum((win_function(kind, math.exp(logc), b) - w) ** 2))
+
+    center = math.log(float(np.median(b)))
+    coarse = np.linspace(center - 8.0, center + 8.0, 161)
+    i = int(np.argmin([loss(x) for x in coarse]))
+    lo, hi = coarse[max(i - 1, 0)], coarse[min(i + 1, coarse.shape[0] - 1)]
+    for _ in range(60):  # golden-section on the bracketing cell
+        x1, x2 = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+        if loss(x1) <= loss(x2):
+            hi = x2
+        else:
+            lo = x1
+    return math.exp(0.5 * (lo + hi))
+
+
+def _solve_lambda(spend: Callable[[float], float], budget: float, lo: float, hi: float) -> float:
+    """The lambda (searched geometrically in [lo, hi]) where decreasing spend meets the budget."""
+    if not (math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget: must be a finite number > 0, got {budget!r}")
+    if spend(lo) <= budget:
+        return lo
+    if spend(hi) > budget:
+        return hi
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        if spend(mid) > budget:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.0 + 1e-6:
+            break
+    return hi  # the side that does not overspend
+
+
+def fit_ortb(
+    values: np.ndarray,
+    market: np.ndarray,
+    budget: float,
+    *,
+    kind: str = "ortb1",
+    floor: np.ndarray | None = None,
+    first_price: np.ndarray | None = None,
+    max_bid: float = math.inf,
+    win_curve: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Ortb1 | Ortb2:
+    """c from the win curve (default: the window's empirical one), then lambda for the budget."""
+    if kind not in ("ortb1", "ortb2"):
+        raise ValueError(f"kind: must be 'ortb1' or 'ortb2', got {kind!r}")
+    m, f, fp = _inputs(market, floor, first_price)
+    v = np.asarray(values, dtype=np.float64)
+    bids, win = win_curve if win_curve is not None else empirical_win_curve(m)
+    keep = np.asarray(bids) > 0
+    c = fit_win_function_c(np.asarray(bids)[keep], np.asarray(win)[keep], kind)
+    cls = Ortb1 if kind == "ortb1" else Ortb2
+    lam = _solve_lambda(lambda x: _spend(cls(c, x), v, m, f, fp, max_bid), budget, 1e-15, 1e15)
+    return cls(c, lam)
+
+
+def fit_lagrangian_lambda(
+    values: np.ndarray,
+    market: np.ndarray,
+    budget: float,
+    *,
+    floor: np.ndarray | None = None,
+    first_price: np.ndarray | None = None,
+    max_bid: float = math.inf,
+) -> Lagrangian:
+    """lambda >= 0 with value / (1 + lambda) spending the budget; 0 when bidding value fits."""
+    m, f, fp = _inputs(market, floor, first_price)
+    v = np.asarray(values, dtype=np.float64)
+
+    def spend(lam: float) -> float:
+        return _spend(Lagrangian(lam), v, m, f, fp, max_bid)
+
+    if spend(0.0) <= budget:
+        return Lagrangian(0.0)
+    return Lagrangian(_solve_lambda(spend, budget, 1e-9, 1e12))
+
+
+def fit_strategy(
+    name: str,
+    values: np.ndarray,
+    market: np.ndarray,
+    clicks: np.ndarray,
+    budget: float,
+    *,
+    floor: np.ndarray | None = None,
+    first_price: np.ndarray | None = None,
+    max_bid: float = math.inf,
+    seed: int = 0,
+    win_curve: tuple[np.ndarray, np.ndarray] | None = None,
+) -> BidStrategy:
+    """Fit any strategy by name on the training window (`budget` is that window's budget)."""
+    key = strategy_name(name)
+    kw = {"floor": floor, "first_price": first_price, "max_bid": max_bid}
+    if key == "value":
+        return Value()
+    if key == "constant":
+        return fit_constant_bid(market, clicks, budget, **kw)  # type: ignore[arg-type]
+    if key == "random":
+        return fit_random_bid(market, clicks, budget, seed=seed, **kw)  # type: ignore[arg-type]
+    if key == "linear":
+        return fit_linear_base_bid(values, market, clicks, budget, **kw)  # type: ignore[arg-type]
+    if key in ("ortb1", "ortb2"):
+        return fit_ortb(values, market, budget, kind=key, win_curve=win_curve, **kw)  # type: ignore[arg-type]
+    return fit_lagrangian_lambda(values, market, budget, **kw)  # type: ignore[arg-type]
