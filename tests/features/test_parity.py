@@ -1,4 +1,4 @@
-"""One feature definition, two executors: batch (polars) and online (one dict) must agree exactly."""
+"""One feature definition, two executors: batch (polars) and online (one dict) agree exactly."""
 
 from __future__ import annotations
 

@@ -1,0 +1,412 @@
+"""The synthetic log: canonical, seeded, realistic where training depends on it, and hard enough.
+
+One 200k-row log (a couple of seconds) backs the statistical checks; the thresholds sit several
+standard errors away from the measured values so the tests fail on a broken generator, not on
+sampling noise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from features.cli import register
+from features.profiles import add_user_counters
+from features.schema import CHANNELS, COUNTER_COLUMNS, DEVICE_TYPES, SCHEMA, TIME, TRUTH_SCHEMA
+from features.synth import DEFAULT_START, generate
+from features.synth_truth import conversion_delay_seconds, recent_impressions
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = 200_000
+DAYS = 14
+
+# Columns a model could use one at a time (raw or bucketed), for the "no dominant column" test.
+SINGLE_COLUMNS = (
+    "channel", "exchange", "publisher", "placement_id", "slot_size", "slot_visibility",
+    "slot_format", "device_type", "os", "browser", "country", "region", "city", "advertiser_id",
+    "campaign_id", "creative_id", "auction_type", "hour", "weekday", "n_segments", "imps_24h",
+    "clicks_7d", "floor_bucket",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def log() -> pl.DataFrame:
+    return generate(ROWS, seed=0, days=DAYS)
+
+
+@pytest.fixture(scope="module")
+def won(log: pl.DataFrame) -> pl.DataFrame:
+    return log.filter("won")
+
+
+def test_columns_are_canonical_then_truth(log: pl.DataFrame) -> None:
+    assert log.schema == pl.Schema({**SCHEMA, **TRUTH_SCHEMA})
+    assert log.height == ROWS
+
+
+def test_same_seed_same_log_other_seed_other_log() -> None:
+    a, b = generate(3000, seed=5), generate(3000, seed=5)
+    assert a.equals(b)
+    assert not a.equals(generate(3000, seed=6))
+
+
+def test_more_rows_sample_the_same_market() -> None:
+    small, big = generate(2000, seed=3), generate(20_000, seed=3)
+    shared = set(small["publisher"]) & set(big["publisher"])
+    assert len(shared) > 0.5 * small["publisher"].n_unique()
+    for keys in (
+        ["creative_id", "campaign_id", "advertiser_id"],
+        ["placement_id", "publisher", "channel", "slot_width", "slot_height", "slot_format"],
+    ):
+        a, b = (d.select(keys).unique() for d in (small, big))
+        both = a.join(b, on=keys[0], suffix="_big")
+        assert both.height > 0.5 * a.height
+        for k in keys[1:]:
+            assert (both[k] == both[f"{k}_big"]).all(), k
+
+
+def test_time_span_start_and_order() -> None:
+    start = datetime(2023, 11, 1, 6, 30)  # naive: taken as UTC
+    df = generate(5000, seed=1, start=start, days=3)
+    begin = start.replace(tzinfo=UTC)
+    assert df["event_time"].min() >= begin
+    assert df["event_time"].max() < begin + timedelta(days=3)
+    assert df["event_time"].is_sorted()
+
+
+def test_request_and_impression_ids_are_unique(log: pl.DataFrame) -> None:
+    assert log["impression_id"].n_unique() == ROWS
+    assert log["request_id"].n_unique() == ROWS
+    assert log["user_id"].drop_nulls().str.contains(r"^[0-9a-f]{16}$").all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"rows": 0}, "rows"),
+        ({"rows": -5}, "rows"),
+        ({"rows": True}, "rows"),
+        ({"rows": 10.0}, "rows"),
+        ({"rows": "10"}, "rows"),
+        ({"rows": 10, "days": 0}, "days"),
+        ({"rows": 10, "seed": -1}, "seed"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        generate(**kwargs)
+
+
+def test_rates_in_realistic_ranges(log: pl.DataFrame, won: pl.DataFrame) -> None:
+    win_rate = log["won"].mean()
+    ctr = won["click"].mean()
+    first = (log["auction_type"] == "first").mean()
+    assert 0.78 <= win_rate <= 0.92, win_rate
+    assert 0.005 <= ctr <= 0.02, ctr
+    assert 0.45 <= first <= 0.75, first
+    clicks = won.filter(pl.col("click") == 1)
+    assert 0.01 <= clicks["conversion"].mean() <= 0.15
+    assert set(log["channel"].unique()) == set(CHANNELS)
+
+
+def test_auction_mechanics(log: pl.DataFrame) -> None:
+    floor, bid, market = (log[c].to_numpy() for c in ("floor_price", "bid_price", "market_price"))
+    assert log.select(pl.col("floor_price", "bid_price", "market_price").min()).row(0) >= (0, 0, 0)
+    assert (market > 0).all()
+    assert (log["won"].to_numpy() == (bid >= np.maximum(floor, market))).all()
+    won = log.filter("won")
+    second = won.filter(pl.col("auction_type") == "second")
+    first = won.filter(pl.col("auction_type") == "first")
+    expected = np.maximum(second["market_price"].to_numpy(), second["floor_price"].to_numpy())
+    assert (second["paying_price"].to_numpy() == expected).all()
+    assert (first["paying_price"] == first["bid_price"]).all()
+    assert (won["paying_price"] <= won["bid_price"]).all()
+    assert log.filter(~pl.col("won"))["paying_price"].null_count() == log.height - won.height
+
+
+def test_outcomes_only_on_won_rows(log: pl.DataFrame) -> None:
+    lost = log.filter(~pl.col("won"))
+    assert lost["click"].sum() == 0 and lost["conversion"].sum() == 0
+    assert lost["true_ctr"].null_count() == 0  # the truth exists for every row
+    assert (log.filter(pl.col("conversion") == 1)["click"] == 1).all()
+
+
+def test_click_and_conversion_times(log: pl.DataFrame) -> None:
+    clicks = log.filter(pl.col("click") == 1)
+    delay = (clicks["click_time"] - clicks["event_time"]).dt.total_seconds(fractional=True)
+    assert delay.min() >= 1.0 and delay.max() <= 1800.0
+    assert log.filter(pl.col("click") == 0)["click_time"].null_count() == log.height - clicks.height
+    conv = log.filter(pl.col("conversion") == 1)
+    assert (conv["conversion_time"] > conv["click_time"]).all()
+    assert (conv["conversion_value"] > 0).all()
+    cutoff = DEFAULT_START + timedelta(days=DAYS)
+    assert conv["conversion_time"].max() < cutoff
+    no_conv = log.filter(pl.col("conversion") == 0)
+    assert no_conv["conversion_time"].null_count() == no_conv.height
+    assert no_conv["conversion_value"].null_count() == no_conv.height
+
+
+def test_conversion_delays_follow_chapelle() -> None:
+    d = conversion_delay_seconds(np.random.default_rng(0), 200_000)
+    assert (d < 3600).mean() == pytest.approx(1 / 3, abs=0.03)
+    assert (d < 86400).mean() == pytest.approx(0.5, abs=0.03)
+    assert (d > 7 * 86400).mean() > 0.1
+    assert d.max() <= 30 * 86400
+
+
+def test_conversions_after_the_cutoff_are_missing() -> None:
+    """On a one-day log most conversions land after the cut-off and must not be recorded."""
+    df = generate(150_000, seed=2, days=1)
+    clicks = df.filter(pl.col("click") == 1)
+    expected = clicks["true_cvr"].sum()  # conversions there would be with no cut-off
+    assert clicks["conversion"].sum() < 0.75 * expected
+
+
+def test_counters_are_the_as_of_counters_of_the_log(log: pl.DataFrame) -> None:
+    recomputed = add_user_counters(log.select("user_id", "event_time", "click", "click_time"))
+    for col in COUNTER_COLUMNS:
+        assert log[col].equals(recomputed[col]), col
+    assert log.filter(pl.col("user_id").is_null())["user_imps_24h"].null_count() > 0
+    assert log["user_clicks_7d"].max() > 0
+
+
+def _as_of_inputs(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    codes = df["user_id"].cast(pl.Categorical).to_physical().fill_null(-1).cast(pl.Int64)
+    return codes.to_numpy(), df["event_time"].dt.epoch("us").to_numpy()
+
+
+def test_truth_fatigue_inputs_equal_the_logged_counters(log: pl.DataFrame) -> None:
+    """The truth's fast as-of impression counts are exactly the logged ones."""
+    user, t = _as_of_inputs(log)
+    for label, hours in (("24h", 24), ("7d", 24 * 7)):
+        recent = recent_impressions(user, t, hours * 3_600_000_000)
+        assert (recent["imps"] == log[f"user_imps_{label}"].fill_null(0).to_numpy()).all()
+    logged_gap = log["user_secs_since_last_imp"].fill_null(np.inf).to_numpy()
+    np.testing.assert_allclose(recent["secs"], logged_gap, rtol=1e-12, atol=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([None, "a", "b", "c"]), st.integers(0, 24 * 9)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_fast_as_of_counts_match_profiles_on_ties_and_window_edges(rows: list) -> None:
+    """Whole hours make exact 24 h / 7 d boundaries and same-timestamp ties common."""
+    df = pl.DataFrame(
+        {
+            "user_id": [u for u, _ in rows],
+            "event_time": [DEFAULT_START + timedelta(hours=h) for _, h in rows],
+            "click": [0] * len(rows),
+            "click_time": [None] * len(rows),
+        },
+        schema={"user_id": pl.String, "event_time": TIME, "click": pl.Int8, "click_time": TIME},
+    )
+    expected = add_user_counters(df)
+    user, t = _as_of_inputs(df)
+    for label, hours in (("24h", 24), ("7d", 24 * 7)):
+        got = recent_impressions(user, t, hours * 3_600_000_000)["imps"]
+        assert got.tolist() == expected[f"user_imps_{label}"].fill_null(0).to_list()
+    gap = expected["user_secs_since_last_imp"].fill_null(np.inf).to_numpy()
+    np.testing.assert_allclose(recent_impressions(user, t, 1)["secs"], gap, rtol=1e-12, atol=0)
+
+
+def test_fatigue_lowers_the_truth(log: pl.DataFrame) -> None:
+    fresh = log.filter(pl.col("user_imps_24h") == 0)["true_ctr"].mean()
+    tired = log.filter(pl.col("user_imps_24h") >= 5)["true_ctr"].mean()
+    assert tired < 0.85 * fresh
+
+
+def test_users_heavy_tailed_with_stable_segments(log: pl.DataFrame) -> None:
+    known = log.filter(pl.col("user_id").is_not_null())
+    per_user = known.group_by("user_id").agg(
+        n=pl.len(), segs=pl.col("user_segments").n_unique(), ips=pl.col("ip").n_unique()
+    )
+    assert per_user["n"].max() > 20 * per_user["n"].median()
+    assert (per_user["segs"] == 1).all() and (per_user["ips"] == 1).all()
+    lengths = log["user_segments"].list.len()
+    assert lengths.min() == 0 and lengths.max() == 6
+    assert log["user_segments"].explode().drop_nulls().n_unique() == 50
+    anonymous = log.filter(pl.col("user_id").is_null())
+    assert anonymous.height > 0 and (anonymous["user_segments"].list.len() == 0).all()
+
+
+def test_publishers_follow_zipf(log: pl.DataFrame) -> None:
+    counts = log["publisher"].value_counts(sort=True)["count"].to_numpy()
+    assert counts.size > 1000
+    top10 = counts[:10].sum() / counts.sum()
+    assert 0.15 < top10 < 0.7  # a heavy head and a long tail
+    assert log["placement_id"].n_unique() > counts.size
+    assert 150 <= log["creative_id"].n_unique() <= 300
+    assert log["campaign_id"].n_unique() == 20
+
+
+def test_traffic_is_diurnal_and_weekly(log: pl.DataFrame) -> None:
+    hours = log.group_by(pl.col("event_time").dt.hour()).len()["len"]
+    assert hours.max() > 1.4 * hours.min()
+    weekday = log.group_by(pl.col("event_time").dt.weekday()).len().sort("event_time")["len"]
+    assert weekday[5:].mean() < 0.95 * weekday[:5].mean()  # weekends are quieter
+
+
+def test_devices_formats_and_ips_are_consistent(log: pl.DataFrame) -> None:
+    assert set(log["device_type"].unique()) <= set(DEVICE_TYPES)
+    ctv = log["channel"] == "ctv"
+    assert ((log["device_type"] == "ctv") == ctv).all()
+    in_app = log.filter(pl.col("channel").is_in(["app", "ctv"]))
+    assert in_app["browser"].null_count() == in_app.height
+    assert log.filter(pl.col("channel") == "web")["browser"].null_count() == 0
+    ios = log.filter(pl.col("os") == "ios")
+    assert set(ios["device_type"].unique()) == {"mobile"}
+    video_only = log.filter(pl.col("channel").is_in(["video", "ctv"]))
+    assert set(video_only["slot_format"].unique()) == {"video"}
+    assert set(log.filter(pl.col("channel") == "email")["slot_format"].unique()) == {"banner"}
+    ips = log["ip"]
+    assert ips.null_count() == 0  # anonymous requests still come from somewhere
+    for ip in ips.unique().to_list():  # already anonymised: the /24 or /48 network, canonical
+        net = ipaddress.ip_network(f"{ip}/24" if "." in ip else f"{ip}/48", strict=True)
+        assert str(net.network_address) == ip
+        assert net.version == 6 or not net.is_private
+    assert 0.05 < ips.str.contains(":").mean() < 0.25
+
+
+def test_oracle_auc_is_in_the_real_data_range(won: pl.DataFrame) -> None:
+    auc = roc_auc_score(won["click"].to_numpy(), won["true_ctr"].to_numpy())
+    assert 0.70 <= auc <= 0.85, auc
+
+
+def _single_columns(won: pl.DataFrame) -> pl.DataFrame:
+    return won.with_columns(
+        slot_size=pl.format("{}x{}", "slot_width", "slot_height"),
+        hour=pl.col("event_time").dt.hour().cast(pl.String),
+        weekday=pl.col("event_time").dt.weekday().cast(pl.String),
+        n_segments=pl.col("user_segments").list.len().cast(pl.String),
+        imps_24h=pl.col("user_imps_24h").clip(0, 20).cast(pl.String),
+        clicks_7d=pl.col("user_clicks_7d").clip(0, 3).cast(pl.String),
+        floor_bucket=(pl.col("floor_price").log1p() * 4).floor().cast(pl.String),
+    )
+
+
+def test_no_single_column_carries_the_signal(won: pl.DataFrame) -> None:
+    """Target-encode each column on the first half (by time), score the second half: the best
+    single column must stay well below the oracle on the same rows."""
+    df = _single_columns(won)
+    train, test = df[: df.height // 2], df[df.height // 2 :]
+    prior = train["click"].mean()
+    y = test["click"].to_numpy()
+    oracle = roc_auc_score(y, test["true_ctr"].to_numpy())
+    aucs = {}
+    for col in SINGLE_COLUMNS:
+        enc = train.group_by(col).agg(
+            m=(pl.col("click").sum() + 20 * prior) / (pl.len() + 20)  # smoothed mean
+        )
+        scored = test.join(enc, on=col, how="left", nulls_equal=True)["m"].fill_null(prior)
+        aucs[col] = roc_auc_score(y, scored.to_numpy())
+    best = max(aucs, key=aucs.__getitem__)
+    assert aucs[best] < oracle - 0.08, (best, aucs[best], oracle)
+    # ...and it recovers well under two thirds of the oracle's lift over chance (about 0.4 here)
+    assert aucs[best] - 0.5 < 0.6 * (oracle - 0.5), (best, aucs[best], oracle)
+
+
+def test_no_single_column_explains_most_of_the_truth(won: pl.DataFrame) -> None:
+    """Even with unlimited data, a column's mean log-odds explains under half of the variance."""
+    df = _single_columns(won).with_columns(z=(pl.col("true_ctr") / (1 - pl.col("true_ctr"))).log())
+    total = df["z"].var()
+    shares = {
+        c: df.select(pl.col("z").mean().over(c)).to_series().var() / total for c in SINGLE_COLUMNS
+    }
+    best = max(shares, key=shares.__getitem__)
+    assert shares[best] < 0.45, (best, shares[best])
+    assert sum(shares[c] for c in ("publisher", "placement_id", "creative_id")) > 0.3
+
+
+# --- the `synth` command -------------------------------------------------------------------
+
+
+def _text(output: str) -> str:
+    """The CLI output without rich's box drawing and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(add_completion=False)
+    register(app)
+
+    @app.callback()
+    def main() -> None:
+        """Keeps `synth` a sub-command, as in `bidopt`."""
+
+    return app
+
+
+def test_cli_writes_parquet_and_prints_one_summary_line(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "dir" / "log.parquet"
+    result = CliRunner().invoke(
+        _app(), ["synth", "--rows", "3000", "--seed", "4", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    df = pl.read_parquet(out)
+    assert df.equals(generate(3000, seed=4))
+    line = result.stdout.strip()
+    assert "\n" not in line and "3,000 rows" in line and str(out) in line
+    assert re.search(r"click rate \d+\.\d+%", line) and "conversion rate" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rows", "0"], "--rows"),
+        (["--rows", "ten"], "--rows"),
+        (["--rows", "10", "--days", "0"], "--days"),
+    ],
+)
+def test_cli_rejects_bad_numbers(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(_app(), ["synth", *args, "--out", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2
+    assert message in _text(result.output) and "Traceback" not in result.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_cli_rejects_unwritable_paths(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for out, message in [(blocker / "x.parquet", "is a file"), (tmp_path, "is a directory")]:
+        result = CliRunner().invoke(_app(), ["synth", "--rows", "10", "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert message in _text(result.output) and "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.integration
+def test_bidopt_synth_through_the_installed_command(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "bidopt"
+    if not exe.exists():
+        pytest.skip(f"{exe} is not installed yet (pip install -e .)")
+    out = tmp_path / "synth.parquet"
+    ok = subprocess.run(
+        [str(exe), "synth", "--rows", "2000", "--seed", "9", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert pl.read_parquet(out).height == 2000
+    assert "2,000 rows" in ok.stdout
+    bad = subprocess.run(
+        [str(exe), "synth", "--rows", "-3", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "--rows" in _text(bad.stderr) and "Traceback" not in bad.stderr
