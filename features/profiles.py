@@ -72,21 +72,26 @@ class _SortedEvents:
 def add_user_counters(df: pl.DataFrame) -> pl.DataFrame:
     """Return `df` with the five counter columns computed as of each row's event_time.
 
-    Rows without a user_id get nulls: an anonymous impression has no history.
+    Rows without a user_id get nulls: an anonymous impression has no history. Only won rows
+    are impressions (a lost auction showed the user someone else's ad); every row, won or
+    lost, gets the counters as of its time. Without a `won` column every row is an impression,
+    as in logs of served impressions (iPinYou). The profile store counts win notices: the same.
     """
     known = df.select(
         _user=pl.col("user_id").cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64),
         _t=pl.col("event_time").dt.epoch("us"),
         _c=pl.when(pl.col("click") == 1).then(pl.col("click_time").dt.epoch("us")),
+        _w=pl.col("won").fill_null(True) if "won" in df.columns else pl.lit(True),
     )
     has_user = known["_user"].is_not_null().to_numpy() & known["_t"].is_not_null().to_numpy()
     users = known["_user"].to_numpy()[has_user]
     t = known["_t"].to_numpy()[has_user]
     c = known["_c"].to_numpy()[has_user]
     clicked = ~np.isnan(c) if c.dtype.kind == "f" else np.ones(c.size, dtype=bool)
+    won = known["_w"].to_numpy()[has_user].astype(bool)
     widths = [np.int64(US_PER_WINDOW[k]) for k in WINDOWS]
     queries = [t, *(t - w for w in widths)]
-    imps = _SortedEvents(users, t, queries)
+    imps = _SortedEvents(users[won], t[won], queries)
     clicks = _SortedEvents(users[clicked], c[clicked].astype(np.int64), queries)
     cols: dict[str, np.ndarray] = {}
     imps_now, clicks_now = imps.count_before(users, t), clicks.count_before(users, t)

@@ -96,6 +96,7 @@ def generate(
                 "event_time": pl.Series(r["t_us"]).cast(TIME),
                 "click": clicked,
                 "click_time": pl.Series(out["click_t_us"]).cast(TIME),
+                "won": pl.Series(prices["won"]).cast(pl.Boolean),
             }
         ).with_columns(click_time=pl.when(clicked == 1).then("click_time"))
     ).select(COUNTER_COLUMNS)

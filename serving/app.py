@@ -1,0 +1,163 @@
+"""create_app(settings): the FastAPI app, whose lifespan owns the models.
+
+The lifespan starts the `ModelHolder` loop (initial load with back-off, then alias polling) and
+returns at once, so /healthz answers while the models load and /readyz says when they are in.
+One pure-ASGI middleware does the per-request work every route shares: refusing bodies over the
+size limit (413, before anything is read) and recording request count and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving import errors, routes
+from serving.metrics import ENDPOINTS, OTHER, Metrics
+from serving.registry import Registry
+from serving.reload import ModelHolder
+from serving.settings import BidoptSettings
+
+log = logging.getLogger("bidopt.serving")
+
+DESCRIPTION: Final = """\
+Calibrated pCTR / pCVR and bid prices per impression, from the models registered in MLflow
+(`bidopt-ctr@champion`, `bidopt-cvr@champion` by default).
+
+Prices are CPM in the account currency. Validation errors use FastAPI's standard 422 body;
+other client errors are `{"detail": reason, "field": name}`.
+"""
+
+
+class ServiceMiddleware:
+    """Body-size limit and request metrics, as one plain ASGI wrapper (no per-request task or
+    stream copy, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+        self.metrics = metrics
+        self.known = frozenset(ENDPOINTS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path = scope["path"]
+        endpoint = path if path in self.known else OTHER
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
+            await send(message)
+
+        length = _content_length(scope)
+        if length is not None and length > self.limit:
+            await errors.error_response(413, *_too_large(self.limit))(scope, receive, send_wrapper)
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body = await _read_limited(receive, self.limit)
+            if body is None:
+                await errors.error_response(413, *_too_large(self.limit))(
+                    scope, receive, send_wrapper
+                )
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send_wrapper)
+
+
+def _too_large(limit: int) -> tuple[str, str]:
+    return f"request body is larger than the limit of {limit} bytes", "body"
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _read_limited(receive: Receive, limit: int) -> bytes | None:
+    """A body without Content-Length (chunked): read it, but never more than `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, upstream: Receive) -> Receive:
+    """Hand the already-read body to the app, then pass on whatever comes next (disconnect)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await upstream()
+
+    return receive
+
+
+def create_app(settings: BidoptSettings) -> FastAPI:
+    metrics = Metrics()
+    holder = ModelHolder(settings, Registry(settings.tracking_uri), metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "loading %s and %s from %s",
+            settings.model_uri(settings.ctr_model),
+            settings.model_uri(settings.cvr_model),
+            settings.tracking_uri,
+        )
+        task = asyncio.create_task(holder.run(), name="bidopt-model-reload")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="bidopt",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.service = routes.Service(settings=settings, holder=holder, metrics=metrics)
+    errors.install(app)
+    app.include_router(routes.router)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn's worker processes: `bidopt serve` exported the settings as BIDOPT_*."""
+    return create_app(BidoptSettings())

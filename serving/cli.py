@@ -1,0 +1,190 @@
+"""The `serve` sub-command: settings from flags and BIDOPT_* variables, then uvicorn.
+
+One worker runs the app object built here. Several workers are separate processes that build
+their own app from the environment (`create_app_from_env`), so the resolved settings are
+exported as BIDOPT_* variables first; the command also gives them a fresh prometheus-client
+multiprocess directory (so /metrics aggregates all workers) and a shared control directory (so
+/admin/reload reaches all workers).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from serving.settings import BidoptSettings
+
+_EXPORTED = (
+    "tracking_uri",
+    "ctr_model",
+    "cvr_model",
+    "alias",
+    "reload_interval_s",
+    "max_impressions",
+    "max_campaigns",
+    "max_body_bytes",
+    "control_dir",
+)
+
+
+def build_settings(**overrides: Any) -> BidoptSettings:
+    """Flags that were given override the environment; a bad value is a one-line error."""
+    from pydantic import ValidationError
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return BidoptSettings(**given)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+        typer.echo(f"error: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus our own `bidopt.*` loggers on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["bidopt"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _export(settings: BidoptSettings) -> None:
+    for name in _EXPORTED:
+        value = getattr(settings, name)
+        if value is not None:
+            os.environ[f"BIDOPT_{name.upper()}"] = str(value)
+    if settings.api_key is not None:
+        os.environ["BIDOPT_API_KEY"] = settings.api_key.get_secret_value()
+
+
+def _multiprocess_dir() -> Path:
+    """prometheus-client needs the directory empty at start-up (stale files would be summed)."""
+    from serving.metrics import MULTIPROC_ENV
+
+    existing = os.environ.get(MULTIPROC_ENV, "").strip()
+    if existing:
+        path = Path(existing)
+        path.mkdir(parents=True, exist_ok=True)
+        for f in path.glob("*.db"):
+            f.unlink()
+        return path
+    path = Path(tempfile.mkdtemp(prefix="bidopt-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
+def serve(settings: BidoptSettings) -> None:
+    import uvicorn
+
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": log_config(),
+        "access_log": False,  # per-request logging would cost more than scoring
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers == 1:
+        from serving.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    made: list[Path] = []
+    if settings.control_dir is None:
+        control = Path(tempfile.mkdtemp(prefix="bidopt-control-"))
+        made.append(control)
+        settings = settings.model_copy(update={"control_dir": control})
+    metrics_dir = _multiprocess_dir()
+    if not os.environ.get("BIDOPT_KEEP_METRICS_DIR"):
+        made.append(metrics_dir)
+    _export(settings)
+    try:
+        uvicorn.run(
+            "serving.app:create_app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **common,
+        )
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the top-level `bidopt` app."""
+
+    @app.command("serve")
+    def serve_command(
+        host: Annotated[
+            str | None,
+            typer.Option(help="Address to listen on (env BIDOPT_HOST; default 127.0.0.1)"),
+        ] = None,
+        port: Annotated[
+            int | None, typer.Option(help="Port (env BIDOPT_PORT; default 8000)")
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                help="Worker processes, each loading both models (env BIDOPT_WORKERS; default 1)"
+            ),
+        ] = None,
+        tracking_uri: Annotated[
+            str | None,
+            typer.Option(
+                help="MLflow tracking URI (env BIDOPT_TRACKING_URI, else MLFLOW_TRACKING_URI, "
+                "else sqlite:///./mlruns/mlflow.db)"
+            ),
+        ] = None,
+        alias: Annotated[
+            str | None,
+            typer.Option(help="Registry alias to serve (env BIDOPT_ALIAS; default champion)"),
+        ] = None,
+        reload_interval_s: Annotated[
+            float | None,
+            typer.Option(
+                "--reload-interval",
+                help="Seconds between alias polls (env BIDOPT_RELOAD_INTERVAL_S; default 30)",
+            ),
+        ] = None,
+    ) -> None:
+        """Serve pCTR, pCVR and bid prices over HTTP from the registered champion models.
+
+        Other settings come from the environment: BIDOPT_CTR_MODEL, BIDOPT_CVR_MODEL,
+        BIDOPT_API_KEY (enables POST /admin/reload), BIDOPT_MAX_IMPRESSIONS,
+        BIDOPT_MAX_BODY_BYTES.
+        """
+        settings = build_settings(
+            host=host,
+            port=port,
+            workers=workers,
+            tracking_uri=tracking_uri,
+            alias=alias,
+            reload_interval_s=reload_interval_s,
+        )
+        serve(settings)
+
+
+def main() -> None:
+    """`python -m serving.cli serve ...`: the same command without the other packages."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+
+    @app.callback()
+    def _root() -> None:
+        """bidopt serving commands."""
+
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Domain errors of the service and the one handler that turns them into JSON.
+
+Validation errors keep FastAPI's standard 422 body (`detail[]` with `loc` and `msg`); every other
+client error is a `ServingError` subclass that knows its status and the field it is about, and
+is answered as `{"detail": reason, "field": name}`. Routes declare the ones they can raise in
+their OpenAPI `responses` through `responses_for`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+
+from serving.schemas import ErrorBody
+
+
+class ServingError(Exception):
+    status_code: ClassVar[int] = 400
+    summary: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class Unauthorized(ServingError):
+    status_code = 401
+    summary = "Missing or wrong API key (header X-API-Key)"
+
+    def __init__(self) -> None:
+        super().__init__("missing or invalid API key", "X-API-Key")
+
+
+class AdminDisabled(ServingError):
+    status_code = 403
+    summary = "Admin endpoints are off: no BIDOPT_API_KEY is configured"
+
+    def __init__(self) -> None:
+        super().__init__("admin endpoints are disabled: set BIDOPT_API_KEY to enable them", None)
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+    summary = "Body over the size limit, or more impressions/campaigns than allowed"
+
+
+class TooManyItems(PayloadTooLarge):
+    def __init__(self, field: str, count: int, limit: int) -> None:
+        super().__init__(f"{count} {field} in one request; the limit is {limit}", field)
+
+
+class BodyTooLarge(PayloadTooLarge):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than the limit of {limit} bytes", "body")
+
+
+class NotReady(ServingError):
+    status_code = 503
+    summary = "Models are not loaded yet (see /readyz)"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"models not loaded: {reason}", None)
+
+
+def error_response(status_code: int, detail: str, field: str | None) -> Response:
+    body = orjson.dumps({"detail": detail, "field": field})
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServingError)
+    return error_response(exc.status_code, exc.detail, exc.field)
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
+    """FastAPI's standard 422 body, serialised so that a NaN or infinity echoed back in
+    `input` cannot turn the 422 into a 500 (the stdlib encoder refuses them; orjson writes
+    null)."""
+    assert isinstance(exc, RequestValidationError)
+    body = orjson.dumps({"detail": jsonable_encoder(exc.errors())}, default=str)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ServingError, _handle)
+    app.add_exception_handler(RequestValidationError, _validation)
+
+
+def responses_for(*errors: type[ServingError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the domain errors a route can return."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for err in errors:
+        entry = out.setdefault(err.status_code, {"model": ErrorBody, "description": ""})
+        sep = "; " if entry["description"] else ""
+        if err.summary not in entry["description"]:
+            entry["description"] += sep + err.summary
+    return out

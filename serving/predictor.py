@@ -1,0 +1,183 @@
+"""An immutable, loaded pair of models (pCTR, pCVR): what one request is scored with.
+
+A `Predictor` is built once per model version, smoke-tested, and then only read. A hot swap
+replaces the one reference the app holds, so a request that started on the old pair finishes on
+it. Scoring uses no polars or pandas: `OnlineEncoder` turns the request into a list of floats,
+the LightGBM single-row fast path scores it, and `Calibrator.transform_one` calibrates it. For
+many rows at once the matrix path (one `Booster.predict` call) is cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import numpy as np
+
+from features.bundle import ModelBundle
+from features.online import OnlineEncoder
+from features.transforms import category_code
+from serving.fastpredict import FastPredictor
+from serving.registry import ModelRef, VersionRefused
+
+# From this many rows on, one Booster.predict call beats a loop of single-row calls.
+BATCH_MIN_ROWS: Final = 12
+# Request fields that a bid changes per candidate (campaign, creative, its advertiser).
+PATCHED_SOURCES: Final = ("campaign_id", "creative_id", "advertiser_id")
+PARITY_TOLERANCE: Final = 1e-9
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registered model version, ready to score."""
+
+    ref: ModelRef
+    bundle: ModelBundle
+    encoder: OnlineEncoder
+    fast: FastPredictor
+    calibrate_one: Callable[[float], float]
+    loaded_at: str
+    # (column, vocabulary index) of each patched source the spec has
+    slots: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, ref: ModelRef, bundle: ModelBundle) -> LoadedModel:
+        try:
+            fast = FastPredictor(bundle.booster)
+        except Exception as e:
+            raise VersionRefused(f"{ref.name} v{ref.version}: {e}") from e
+        slots = {
+            f.source: (i, f.index())
+            for i, f in enumerate(bundle.spec.features)
+            if f.kind == "category" and f.source in PATCHED_SOURCES
+        }
+        return cls(
+            ref=ref,
+            bundle=bundle,
+            encoder=OnlineEncoder(bundle.spec),
+            fast=fast,
+            calibrate_one=bundle.calibrator.transform_one,
+            loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            slots=slots,
+        )
+
+    def score_one(self, row: Sequence[float]) -> float:
+        return self.calibrate_one(self.fast.predict_one(row))
+
+    def score_matrix(self, x: np.ndarray) -> np.ndarray:
+        return self.bundle.calibrator.transform(self.fast.predict_many(x))
+
+    def patch(self, row: list[float], values: Mapping[str, str | None]) -> list[float]:
+        """A copy of `row` with the patched sources re-encoded: cheaper than encoding the whole
+        request again for every campaign x creative candidate."""
+        out = list(row)
+        for source, value in values.items():
+            slot = self.slots.get(source)
+            if slot is not None:
+                out[slot[0]] = category_code(value, slot[1])
+        return out
+
+    def info(self) -> dict[str, Any]:
+        meta = self.bundle.meta
+        return {
+            "name": self.ref.name,
+            "alias": self.ref.alias,
+            "version": self.ref.version,
+            "run_id": self.ref.run_id,
+            "loaded_at": self.loaded_at,
+            "trained_at": str(meta["trained_at"]) if meta.get("trained_at") else None,
+        }
+
+
+@dataclass(frozen=True)
+class Predictor:
+    ctr: LoadedModel
+    cvr: LoadedModel
+    shared_encoding: bool  # both specs identical: encode each request once
+
+    @classmethod
+    def build(cls, ctr: LoadedModel, cvr: LoadedModel) -> Predictor:
+        shared = ctr.bundle.spec.to_json() == cvr.bundle.spec.to_json()
+        predictor = cls(ctr=ctr, cvr=cvr, shared_encoding=shared)
+        predictor.smoke_check()
+        return predictor
+
+    @property
+    def versions(self) -> dict[str, dict[str, str]]:
+        return {
+            "ctr": {"name": self.ctr.ref.name, "version": self.ctr.ref.version},
+            "cvr": {"name": self.cvr.ref.name, "version": self.cvr.ref.version},
+        }
+
+    def encode(self, request: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+        row = self.ctr.encoder.encode_list(request)
+        if self.shared_encoding:
+            return row, row
+        return row, self.cvr.encoder.encode_list(request)
+
+    def score_rows(
+        self, ctr_rows: list[list[float]], cvr_rows: list[list[float]]
+    ) -> tuple[list[float], list[float]]:
+        """Calibrated pCTR and pCVR for encoded rows: single-row path for a few, matrix beyond."""
+        if len(ctr_rows) < BATCH_MIN_ROWS:
+            ctr, cvr = self.ctr.score_one, self.cvr.score_one
+            return [ctr(r) for r in ctr_rows], [cvr(r) for r in cvr_rows]
+        pctr = self.ctr.score_matrix(np.asarray(ctr_rows, dtype=np.float64))
+        pcvr = self.cvr.score_matrix(np.asarray(cvr_rows, dtype=np.float64))
+        return pctr.tolist(), pcvr.tolist()
+
+    def predict(self, requests: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+        ctr_rows: list[list[float]] = []
+        cvr_rows: list[list[float]] = []
+        for req in requests:
+            a, b = self.encode(req)
+            ctr_rows.append(a)
+            cvr_rows.append(b)
+        return self.score_rows(ctr_rows, cvr_rows)
+
+    def smoke_check(self) -> None:
+        """Refuse a pair that gives non-finite or out-of-range probabilities on the stored
+        input examples, or whose fast path disagrees with Booster.predict."""
+        for model in (self.ctr, self.cvr):
+            label = f"{model.ref.name} v{model.ref.version}"
+            examples = example_requests(model.bundle.meta, label)
+            rows = [model.encoder.encode_list(r) for r in examples]
+            fast_raw = [model.fast.predict_one(r) for r in rows]
+            ref_raw = model.fast.predict_many(np.asarray(rows, dtype=np.float64)).tolist()
+            for i, (a, b) in enumerate(zip(fast_raw, ref_raw, strict=True)):
+                if not (math.isfinite(a) and abs(a - b) <= PARITY_TOLERANCE):
+                    raise VersionRefused(
+                        f"{label}: smoke check failed on input_example[{i}]: fast path gave {a}, "
+                        f"Booster.predict gave {b}"
+                    )
+                p = model.calibrate_one(a)
+                if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+                    raise VersionRefused(
+                        f"{label}: smoke check failed on input_example[{i}]: "
+                        f"probability {p} is not finite in [0, 1]"
+                    )
+
+
+def example_requests(meta: Mapping[str, Any], label: str) -> list[dict[str, Any]]:
+    """meta.json's input_example as request dicts (event_time parsed from ISO-8601)."""
+    examples = meta.get("input_example")
+    if not isinstance(examples, list) or not examples:
+        raise VersionRefused(f"{label}: meta.json has no input_example to smoke-test")
+    out = []
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, dict):
+            raise VersionRefused(f"{label}: input_example[{i}] is not an object")
+        req = dict(ex)
+        ts = req.get("event_time")
+        if isinstance(ts, str):
+            try:
+                req["event_time"] = datetime.fromisoformat(ts)
+            except ValueError:
+                raise VersionRefused(
+                    f"{label}: input_example[{i}].event_time is not ISO-8601: {ts!r}"
+                ) from None
+        out.append(req)
+    return out

@@ -1,0 +1,140 @@
+"""The service's only MLflow module: `models:/name@alias` -> version -> ModelBundle.
+
+Serving never unpickles a pyfunc model: it resolves the alias to a version, downloads that
+version's files and rebuilds the bundle from its text artifacts (`artifacts/bundle/` inside the
+logged model, per the training <-> serving contract). Everything here is blocking I/O; the
+reloader calls it from a worker thread so the event loop keeps answering bids meanwhile.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from features.bundle import BundleError, ModelBundle
+
+BUNDLE_ARTIFACT: Final = "bundle"
+BUNDLE_SUBDIR: Final = Path("artifacts") / BUNDLE_ARTIFACT
+MAX_REASON_CHARS: Final = 400
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry cannot be asked right now (store missing or down, alias not set yet):
+    retry later with back-off."""
+
+
+class VersionRefused(RuntimeError):
+    """This version cannot be served (download failed, bundle broken): keep the old one."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved registry entry: which version an alias points at, and where it came from."""
+
+    name: str
+    alias: str
+    version: str
+    run_id: str | None
+
+
+def short(exc: BaseException) -> str:
+    """One line, bounded: MLflow's messages can carry whole stack traces or SQL statements."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 3] + "..."
+    return text
+
+
+def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry `attempt` (0-based): doubling from `base`, at most `cap`."""
+    return min(cap, base * (2.0 ** min(attempt, 30)))
+
+
+def bundle_path(model_dir: Path) -> Path:
+    """Where the `bundle` artifact landed inside a downloaded pyfunc model.
+
+    MLflow copies an artifact directory under its own base name (`artifacts/<dirname>`), which is
+    `artifacts/bundle` only when training's directory is called `bundle`; the MLmodel file
+    records the real path, so read it there and fall back to the contract's path.
+    """
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        path = mlmodel["flavors"]["python_function"]["artifacts"][BUNDLE_ARTIFACT]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return model_dir / BUNDLE_SUBDIR
+    resolved = (model_dir / str(path)).resolve()
+    if not resolved.is_relative_to(model_dir.resolve()):
+        return model_dir / BUNDLE_SUBDIR  # a path escaping the download is not ours to read
+    return resolved
+
+
+class Registry:
+    """MLflow registry reads for one tracking URI; holds no MLflow global state."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client: Any = None
+
+    def _sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        if self.tracking_uri.startswith(prefix):
+            return Path(self.tracking_uri[len(prefix) :].split("?", 1)[0])
+        return None
+
+    def _get_client(self) -> Any:
+        path = self._sqlite_path()
+        if path is not None and not path.is_file():
+            # MLflow would silently create an empty store here; a service pointed at the wrong
+            # directory should say so instead.
+            raise RegistryUnavailable(f"no MLflow store at {path} (set BIDOPT_TRACKING_URI)")
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client
+
+    def resolve(self, name: str, alias: str) -> ModelRef:
+        """The version `name@alias` points at now."""
+        try:
+            mv = self._get_client().get_model_version_by_alias(name, alias)
+        except RegistryUnavailable:
+            raise
+        except Exception as e:
+            raise RegistryUnavailable(f"cannot resolve models:/{name}@{alias}: {short(e)}") from e
+        return ModelRef(name=name, alias=alias, version=str(mv.version), run_id=mv.run_id or None)
+
+    def load(self, ref: ModelRef) -> ModelBundle:
+        """Download one version and rebuild its bundle; the download is deleted afterwards
+        (ModelBundle.load reads every file into memory)."""
+        import mlflow.artifacts
+
+        uri = f"models:/{ref.name}/{ref.version}"
+        tmp = Path(tempfile.mkdtemp(prefix="bidopt-model-"))
+        try:
+            try:
+                # The version's concrete artifact location, asked of our client: handing
+                # `models:/...` to download_artifacts would resolve it against MLflow's global
+                # registry URI instead of ours.
+                source = self._get_client().get_model_version_download_uri(ref.name, ref.version)
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=str(tmp), tracking_uri=self.tracking_uri
+                )
+            except Exception as e:
+                raise VersionRefused(f"{uri}: download failed: {short(e)}") from e
+            bundle_dir = bundle_path(Path(local))
+            if not bundle_dir.is_dir():
+                raise VersionRefused(f"{uri}: no bundle directory in the logged model")
+            try:
+                return ModelBundle.load(bundle_dir)
+            except BundleError as e:
+                reason = short(e).replace(str(tmp), "<download>")
+                raise VersionRefused(f"{uri}: {reason}") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,368 @@
+"""Request and response bodies of the /v1 API, one model per direction.
+
+Request models are strict: unknown fields are refused (a typo such as `floorprice` would
+otherwise be dropped and the impression scored without its floor), prices must be finite and
+non-negative, and the enums of the canonical log schema are `Literal`s. Field names are those of
+`features.schema.REQUEST_FIELDS`, so a validated impression's `__dict__` is what the online
+encoder reads. Response models describe the JSON the handlers write (with orjson) and feed the
+OpenAPI document; they are not re-validated per request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.schema import AUCTION_TYPES, CHANNELS, DEVICE_TYPES
+
+Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+AuctionType = Literal[AUCTION_TYPES]  # type: ignore[valid-type]
+DeviceType = Literal[DEVICE_TYPES]  # type: ignore[valid-type]
+Goal = Literal["cpc", "cpa", "roas", "cpm"]
+# "not_eligible" is the service's own; the others are bidding.strategies' no-bid reasons.
+NoBidReason = Literal[
+    "below_floor", "not_eligible", "zero_bid", "invalid_value", "no_surplus", "budget_spent"
+]
+
+Text = Annotated[str, Field(max_length=256)]
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False, description="CPM, account currency")]
+PositivePrice = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+Pixels = Annotated[int, Field(ge=0, le=100_000)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+_STRICT = ConfigDict(extra="forbid")
+
+IMPRESSION_EXAMPLE: dict[str, Any] = {
+    "event_time": "2025-06-01T14:05:00Z",
+    "channel": "web",
+    "exchange": "adx",
+    "publisher": "news.example.com",
+    "placement_id": "p-123",
+    "slot_width": 300,
+    "slot_height": 250,
+    "device_type": "mobile",
+    "os": "android",
+    "country": "FR",
+    "user_segments": ["s12", "s40"],
+    "advertiser_id": "adv-1",
+    "floor_price": 0.5,
+    "auction_type": "second",
+    "user_imps_24h": 3,
+    "user_clicks_24h": 0,
+}
+
+
+class Impression(BaseModel):
+    """One impression opportunity: the request fields of the canonical log schema.
+
+    Every field but `event_time` and `channel` may be omitted: the model then sees it as
+    missing, exactly as a null column in the training logs. An unknown category value (a new
+    publisher) is not an error: it falls into the model's unseen bucket.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [IMPRESSION_EXAMPLE]})
+
+    event_time: datetime = Field(description="Auction time; naive values are taken as UTC.")
+    channel: Channel
+    exchange: Text | None = None
+    publisher: Text | None = None
+    placement_id: Text | None = None
+    slot_width: Pixels | None = None
+    slot_height: Pixels | None = None
+    slot_visibility: Text | None = None
+    slot_format: Text | None = None
+    device_type: DeviceType | None = None
+    os: Text | None = None
+    browser: Text | None = None
+    ip: Text | None = Field(default=None, description="Already anonymised (IPv4 /24, IPv6 /48).")
+    country: Text | None = None
+    region: Text | None = None
+    city: Text | None = None
+    user_segments: list[Text] | None = Field(default=None, max_length=1000)
+    advertiser_id: Text | None = None
+    campaign_id: Text | None = None
+    creative_id: Text | None = None
+    floor_price: Price | None = None
+    auction_type: AuctionType | None = None
+    user_imps_24h: Count | None = None
+    user_clicks_24h: Count | None = None
+    user_imps_7d: Count | None = None
+    user_clicks_7d: Count | None = None
+    user_secs_since_last_imp: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"impressions": [IMPRESSION_EXAMPLE]}]}
+    )
+
+    impressions: list[Impression] = Field(
+        min_length=1, description="1..max_impressions impressions (default limit 1000)."
+    )
+
+
+class ModelTag(BaseModel):
+    name: str
+    version: str
+
+
+class ModelVersions(BaseModel):
+    ctr: ModelTag
+    cvr: ModelTag
+
+
+_MODELS_EXAMPLE = {
+    "ctr": {"name": "bidopt-ctr", "version": "3"},
+    "cvr": {"name": "bidopt-cvr", "version": "2"},
+}
+
+
+class Prediction(BaseModel):
+    pctr: Probability = Field(description="Calibrated P(click | impression).")
+    pcvr: Probability = Field(description="Calibrated P(conversion | click).")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"predictions": [{"pctr": 0.0123, "pcvr": 0.041}], "models": _MODELS_EXAMPLE}
+            ]
+        }
+    )
+
+    predictions: list[Prediction]
+    models: ModelVersions
+
+
+class BidImpression(Impression):
+    """An impression to bid on: its id, floor and auction type (OpenRTB `at`) are required."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"impression_id": "imp-1", **IMPRESSION_EXAMPLE, "auction_type": "first"}]
+        },
+    )
+
+    impression_id: Id
+    floor_price: Price = Field(description="Floor CPM; 0 when the exchange sets none.")
+    auction_type: AuctionType = Field(description="OpenRTB `at`: 1 = first, 2 = second price.")
+
+
+CAMPAIGN_EXAMPLE: dict[str, Any] = {
+    "campaign_id": "c-42",
+    "advertiser_id": "adv-1",
+    "goal": "cpa",
+    "target": 25.0,
+    "max_bid": 8.0,
+    "creative_ids": ["cr-1", "cr-2"],
+}
+
+
+class Campaign(BaseModel):
+    """A candidate campaign, sent inline with the bid request."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CAMPAIGN_EXAMPLE]})
+
+    campaign_id: Id
+    advertiser_id: Text | None = Field(
+        default=None, description="Replaces the impression's advertiser_id when scoring."
+    )
+    goal: Goal
+    target: PositivePrice = Field(
+        description="Target CPC (cpc), CPA (cpa), ROAS as a ratio (roas) or CPM (cpm)."
+    )
+    value_per_conversion: PositivePrice | None = Field(
+        default=None, description="Conversion value; required for the roas goal."
+    )
+    max_bid: PositivePrice = Field(description="Highest CPM this campaign may bid.")
+    creative_ids: list[Id] = Field(min_length=1, max_length=100)
+    channels: list[Channel] | None = Field(
+        default=None, description="Channels the campaign may bid on; omitted = all."
+    )
+
+    @model_validator(mode="after")
+    def _roas_needs_value(self) -> Campaign:
+        if self.goal == "roas" and self.value_per_conversion is None:
+            raise ValueError("value_per_conversion is required for the roas goal")
+        return self
+
+
+class BidRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "impressions": [
+                        {"impression_id": "imp-1", **IMPRESSION_EXAMPLE, "auction_type": "first"}
+                    ],
+                    "campaigns": [CAMPAIGN_EXAMPLE],
+                }
+            ]
+        },
+    )
+
+    impressions: list[BidImpression] = Field(min_length=1)
+    campaigns: list[Campaign] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_campaigns(self) -> BidRequest:
+        seen: set[str] = set()
+        for c in self.campaigns:
+            if c.campaign_id in seen:
+                raise ValueError(f"campaign_id {c.campaign_id!r} appears more than once")
+            seen.add(c.campaign_id)
+        return self
+
+
+class BidResult(BaseModel):
+    impression_id: str
+    bid: bool
+    price: float | None = Field(description="Bid CPM; null on a no-bid.")
+    campaign_id: str | None
+    creative_id: str | None
+    pctr: Probability | None
+    pcvr: Probability | None
+    expected_value: float | None = Field(
+        description="Value of the impression to the chosen campaign, CPM (before the max-bid cap)."
+    )
+    reason: NoBidReason | None = Field(description="Why there is no bid; null on a bid.")
+
+
+class BidResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "bids": [
+                        {
+                            "impression_id": "imp-1",
+                            "bid": True,
+                            "price": 2.1,
+                            "campaign_id": "c-42",
+                            "creative_id": "cr-2",
+                            "pctr": 0.0123,
+                            "pcvr": 0.0068,
+                            "expected_value": 2.1,
+                            "reason": None,
+                        }
+                    ],
+                    "models": _MODELS_EXAMPLE,
+                }
+            ]
+        }
+    )
+
+    bids: list[BidResult]
+    models: ModelVersions
+
+
+class ErrorBody(BaseModel):
+    """Every client error that is not a validation error: what went wrong and where."""
+
+    detail: str
+    field: str | None
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: Literal["ok"]
+
+
+class LoadedModelInfo(BaseModel):
+    name: str
+    alias: str
+    version: str
+    run_id: str | None
+    loaded_at: str
+    trained_at: str | None
+
+
+class RefusedVersion(BaseModel):
+    name: str
+    version: str
+    reason: str
+    at: str
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"ready": True, "reason": None},
+                {"ready": False, "reason": "registry unreachable: no MLflow store at ..."},
+            ]
+        }
+    )
+
+    ready: bool
+    reason: str | None = Field(description="Why the service is not ready; null when it is.")
+
+
+class ModelsStatus(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ready": True,
+                    "models": {
+                        "ctr": {
+                            "name": "bidopt-ctr",
+                            "alias": "champion",
+                            "version": "3",
+                            "run_id": "9f0c...",
+                            "loaded_at": "2025-06-01T14:00:00+00:00",
+                            "trained_at": "2025-06-01T13:40:00+00:00",
+                        }
+                    },
+                    "last_reload_at": "2025-06-01T14:00:00+00:00",
+                    "last_reload_error": None,
+                    "refused": [],
+                    "reloads_succeeded": 1,
+                    "reloads_failed": 0,
+                }
+            ]
+        }
+    )
+
+    ready: bool
+    models: dict[str, LoadedModelInfo]
+    last_reload_at: str | None
+    last_reload_error: str | None
+    refused: list[RefusedVersion]
+    reloads_succeeded: int
+    reloads_failed: int
+
+
+class ReloadResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "changed": True,
+                    "models": {
+                        "ctr": {
+                            "name": "bidopt-ctr",
+                            "alias": "champion",
+                            "version": "4",
+                            "run_id": "9f0c...",
+                            "loaded_at": "2025-06-01T15:00:00+00:00",
+                            "trained_at": "2025-06-01T14:40:00+00:00",
+                        }
+                    },
+                    "error": None,
+                }
+            ]
+        }
+    )
+
+    changed: bool = Field(description="A new version was swapped in.")
+    models: dict[str, LoadedModelInfo]
+    error: str | None = Field(description="Why a new version was refused or not reachable.")

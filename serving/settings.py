@@ -1,0 +1,94 @@
+"""BidoptSettings: everything the service is configured with, read once at the edge.
+
+The `serve` command builds one instance (CLI flags over `BIDOPT_*` environment variables over
+defaults) and passes it to `create_app(settings)`; nothing below reads the environment again.
+Importing this module touches neither disk nor network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from templates and tutorials; an admin key equal to one of them is no key.
+WEAK_KEYS: Final = frozenset(
+    {"changethis", "changeme", "change-me", "secret", "password", "admin", "apikey", "api-key"}
+)
+MIN_KEY_LENGTH: Final = 16
+LOOPBACK: Final = "127.0.0.1"
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """The project-wide rule: BIDOPT_TRACKING_URI, else MLFLOW_TRACKING_URI, else ./mlruns SQLite.
+
+    Kept as a function so that every command and the service resolve the same store.
+    """
+    for var in ("BIDOPT_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value
+    base = (cwd or Path.cwd()).resolve()
+    return f"sqlite:///{base / 'mlruns' / 'mlflow.db'}"
+
+
+class BidoptSettings(BaseSettings):
+    """Service settings; every field can be set as `BIDOPT_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BIDOPT_", extra="ignore", frozen=True)
+
+    tracking_uri: str = Field(
+        default="",
+        description="MLflow tracking/registry URI; empty means the project rule "
+        "(MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db).",
+    )
+    ctr_model: str = Field(default="bidopt-ctr", min_length=1)
+    cvr_model: str = Field(default="bidopt-cvr", min_length=1)
+    alias: str = Field(default="champion", min_length=1, description="Registry alias to serve.")
+    reload_interval_s: float = Field(
+        default=30.0, gt=0, le=86_400, description="Seconds between background alias polls."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Key for POST /admin/reload (header X-API-Key); unset = off."
+    )
+    max_impressions: int = Field(default=1000, ge=1, le=100_000)
+    max_campaigns: int = Field(default=100, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    host: str = LOOPBACK
+    port: int = Field(default=8000, ge=0, le=65_535)
+    workers: int = Field(default=1, ge=1, le=64)
+    control_dir: Path | None = Field(
+        default=None,
+        description="Directory the workers share to hear about /admin/reload; the serve command "
+        "sets it when --workers > 1.",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _refuse_weak_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """A guessable admin key is worse than none: it looks protected and is not."""
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if not key:
+            return None
+        if key.strip().lower() in WEAK_KEYS:
+            raise ValueError(
+                f"BIDOPT_API_KEY is a placeholder value ({key!r}); set a random key, "
+                'e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"BIDOPT_API_KEY must be at least {MIN_KEY_LENGTH} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_tracking_uri(self) -> BidoptSettings:
+        if not self.tracking_uri.strip():
+            object.__setattr__(self, "tracking_uri", default_tracking_uri())
+        return self
+
+    def model_uri(self, name: str) -> str:
+        return f"models:/{name}@{self.alias}"
