@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+import bidding.cli
 import features.cli
 import serving.cli
 import training.cli
@@ -26,6 +27,7 @@ app = typer.Typer(
 features.cli.register(app)
 training.cli.register(app)
 serving.cli.register(app)
+bidding.cli.register(app)
 
 if __name__ == "__main__":
     app()
