@@ -23,7 +23,7 @@ import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -149,9 +149,11 @@ class Rule(BaseModel):
     then: Then
 
 
-@dataclass(frozen=True, slots=True)
-class RuleContext:
-    """What rules read, resolved once per impression (hour/weekday per campaign timezone)."""
+class RuleContext(NamedTuple):
+    """What rules read, resolved once per impression (hour/weekday per campaign timezone).
+
+    A NamedTuple, not a frozen dataclass: it is built per campaign per impression, and tuple
+    construction is several times cheaper."""
 
     request: Mapping[str, Any]
     hour: int | None
