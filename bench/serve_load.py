@@ -36,6 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.redis_server import redis_server  # noqa: E402  (a real redis-server for --workers 2)
+
 BARS = {
     "vs_mlflow": 10.0,
     "vs_floor": 0.40,
@@ -311,10 +313,13 @@ def main() -> None:
         finally:
             floor.stop()
 
-        # bidopt, one worker then two
+        # bidopt, one worker then two (several workers share budgets through Redis)
         for workers in (1, 2):
             port = free_port()
             cpus = "0" if workers == 1 else "0,1"
+            redis_ctx = redis_server(work) if workers > 1 else contextlib.nullcontext(None)
+            redis_url = redis_ctx.__enter__()
+            extra = ["--redis-url", redis_url] if redis_url else []
             srv = Proc(
                 [
                     sys.executable,
@@ -325,6 +330,7 @@ def main() -> None:
                     str(port),
                     "--workers",
                     str(workers),
+                    *extra,
                 ],
                 env,
                 work,
@@ -342,6 +348,7 @@ def main() -> None:
                 rss[f"w{workers}"] = sorted(srv.rss_mb().values())
             finally:
                 srv.stop()
+                redis_ctx.__exit__(None, None, None)
 
         # mlflow models serve of the same pCTR model
         if not args.skip_mlflow:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Final
@@ -18,11 +19,14 @@ from typing import Final
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import errors, routes
-from serving.metrics import ENDPOINTS, OTHER, Metrics
-from serving.registry import Registry
+from serving import errors, routes, rtb
+from serving.budgets import BudgetKeeper
+from serving.campaign_book import CampaignBook
+from serving.metrics import ENDPOINTS, OTHER, HandlingTimes, Metrics
+from serving.registry import Registry, read_winrate
 from serving.reload import ModelHolder
 from serving.settings import BidoptSettings
+from serving.state import make_store
 
 log = logging.getLogger("bidopt.serving")
 
@@ -39,10 +43,13 @@ class ServiceMiddleware:
     """Body-size limit and request metrics, as one plain ASGI wrapper (no per-request task or
     stream copy, unlike BaseHTTPMiddleware)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics, rtb_times: HandlingTimes
+    ) -> None:
         self.app = app
         self.limit = max_body_bytes
         self.metrics = metrics
+        self.rtb_times = rtb_times
         self.known = frozenset(ENDPOINTS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,7 +65,10 @@ class ServiceMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                self.metrics.observe_request(endpoint, status, elapsed)
+                if endpoint == "/openrtb2/bid":
+                    self.rtb_times.observe(elapsed)
             await send(message)
 
         length = _content_length(scope)
@@ -122,9 +132,36 @@ def _replay(body: bytes, upstream: Receive) -> Receive:
     return receive
 
 
+async def state_loop(service: routes.Service, interval: float) -> None:
+    """Poll the campaigns file, step pacing when due, refresh the budget snapshot; never dies."""
+    while True:
+        try:
+            service.poll_campaigns()
+            await asyncio.to_thread(service.keeper.tick)
+        except Exception:  # a store or file hiccup must not stop budgets being refreshed
+            log.exception("state refresh failed; retrying in %.1f s", interval)
+        service.sync_state_metrics()
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: BidoptSettings) -> FastAPI:
+    """Raises CampaignError (invalid campaigns file) or ValueError (invalid win-rate file):
+    the service must not start on either."""
     metrics = Metrics()
     holder = ModelHolder(settings, Registry(settings.tracking_uri), metrics)
+    book = CampaignBook(settings.campaigns_file)
+    winrate = read_winrate(settings.winrate_file) if settings.winrate_file else None
+    keeper = BudgetKeeper(make_store(settings.redis_url), book, settings.pacing_interval_s)
+    secret = settings.win_secret.get_secret_value() if settings.win_secret else None
+    service = routes.Service(
+        settings=settings,
+        holder=holder,
+        metrics=metrics,
+        book=book,
+        keeper=keeper,
+        winrate_override=winrate,
+        win_secret=(secret or secrets.token_urlsafe(32)).encode(),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,12 +172,18 @@ def create_app(settings: BidoptSettings) -> FastAPI:
             settings.tracking_uri,
         )
         task = asyncio.create_task(holder.run(), name="bidopt-model-reload")
+        await asyncio.to_thread(keeper.tick)
+        service.sync_state_metrics()
+        state_task = asyncio.create_task(
+            state_loop(service, settings.state_refresh_s), name="bidopt-state"
+        )
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for t in (task, state_task):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
 
     app = FastAPI(
         title="bidopt",
@@ -151,10 +194,16 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.state.metrics = metrics
-    app.state.service = routes.Service(settings=settings, holder=holder, metrics=metrics)
+    app.state.service = service
     errors.install(app)
     app.include_router(routes.router)
-    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.include_router(rtb.router)
+    app.add_middleware(
+        ServiceMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        rtb_times=service.rtb_times,
+    )
     return app
 
 

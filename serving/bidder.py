@@ -1,134 +1,223 @@
-"""One /v1/bid request: every impression x eligible campaign x creative, scored, then priced.
+"""One bid request: every impression across its candidate campaigns, scored, then decided.
 
-The prices come from `bidding/` (value per goal from `bidding.goals`, constraints from
-`bidding.strategies.bid_one`, creative choice from `bidding.creatives.choose`), the same
-functions the replay simulator calls, so the service and replay agree on a price. Candidates are
-encoded by patching the campaign/creative/advertiser slots of the impression's encoded row
-rather than encoding the request again, and are scored together (the matrix path once there are
-enough of them).
+There is one decision function, `bidding.selection` (targeting, frequency cap, creative fit,
+rules, exploration, strategy, pacing, budget, shading), the same one replay calls. This module
+only does what needs the models: it runs `prepare` per impression, scores every
+(campaign, creative) pair `to_score` asks for in one batch (patching the campaign, creative and
+advertiser slots of the impression's encoded row rather than encoding it again), then runs
+`decide`.
 
-Until first-price shading is wired in from the bidding issue, both auction types bid the value
-(capped by the campaign's max bid): truthful for second price, an over-bid for first price.
+Campaigns from the file are `bidding.campaigns.Campaign`s. Inline campaigns (sent with a /v1/bid
+request) are adapted into the few attributes selection reads (`InlineCampaign`): value strategy,
+greedy creative choice, no budget, targeting by channel only. Their no-bid for a channel they do
+not target keeps the service's original reason, `not_eligible`.
+
+First-price shading: when a win-rate model is loaded, a first-price impression's campaigns get
+`curve = model.curve(segment_key(channel, exchange))`; without one they bid unshaded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import random
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bidding.creatives import choose
 from bidding.goals import GoalValue, goal_value
-from bidding.strategies import BidStrategy, Value, bid_one
+from bidding.rules import CompiledRules
+from bidding.selection import (
+    DEFAULT_STATE,
+    CampaignState,
+    Impression,
+    Slot,
+    prepare,
+    to_score,
+)
+from bidding.selection import decide as select
+from bidding.strategies import BidStrategy, Value
+from bidding.targeting import CHANNEL_NOT_TARGETED, CompiledTargeting
+from bidding.winrate import WinRateModel, segment_key
 from serving.predictor import Predictor
-from serving.schemas import BidImpression, Campaign
+from serving.schemas import Campaign as InlineSchema
 
 NOT_ELIGIBLE: Final = "not_eligible"
 VALUE_BIDDING: Final[BidStrategy] = Value()
+UTC_ZONE: Final = zoneinfo.ZoneInfo("UTC")
+NO_RULES: Final = CompiledRules(())
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignPlan:
-    """A campaign prepared once per request: its goal folded into one multiplier."""
+class InlineCreative:
+    """The creative attributes `bidding.selection` reads; an inline creative declares none."""
 
-    campaign: Campaign
-    goal: GoalValue
-    channels: frozenset[str] | None
+    id: str
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    channel_set: frozenset[str] | None = None
+    adomain: str | None = None
 
 
-def plan(campaigns: Sequence[Campaign]) -> list[CampaignPlan]:
+def _targeting(channels: frozenset[str] | None) -> CompiledTargeting:
+    return CompiledTargeting(
+        start=None,
+        end=None,
+        channels=channels,
+        countries=None,
+        regions=None,
+        device_types=None,
+        os=None,
+        hours=None,
+        weekdays=None,
+        publisher_allow=None,
+        publisher_block=frozenset(),
+        segments_include=None,
+        segments_exclude=frozenset(),
+        ip_block=(),
+        cap=0,
+        cap_window=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InlineCampaign:
+    """A /v1/bid inline campaign seen through the attributes bidding.selection reads."""
+
+    id: str
+    advertiser: str | None
+    goal_value: GoalValue
+    max_bid: float
+    creatives: tuple[InlineCreative, ...]
+    compiled_targeting: CompiledTargeting
+    tz: zoneinfo.ZoneInfo = UTC_ZONE
+    bid_strategy: BidStrategy = VALUE_BIDDING
+    has_rules: bool = False
+    compiled_rules: CompiledRules = NO_RULES
+    exploration: str = "greedy"
+    epsilon: float = 0.0
+    creative_ids: tuple[str, ...] = field(default=())
+
+
+def plan(campaigns: Sequence[InlineSchema]) -> list[InlineCampaign]:
+    """Inline campaigns (already validated by the request schema) as selection candidates."""
     return [
-        CampaignPlan(
-            campaign=c,
-            goal=goal_value(c.goal, c.target, c.value_per_conversion),
-            channels=frozenset(c.channels) if c.channels is not None else None,
+        InlineCampaign(
+            id=c.campaign_id,
+            advertiser=c.advertiser_id,
+            goal_value=goal_value(c.goal, c.target, c.value_per_conversion),
+            max_bid=c.max_bid,
+            creatives=tuple(InlineCreative(i) for i in c.creative_ids),
+            compiled_targeting=_targeting(frozenset(c.channels) if c.channels else None),
+            creative_ids=tuple(c.creative_ids),
         )
         for c in campaigns
     ]
 
 
-def no_bid(impression_id: str, reason: str, **scored: Any) -> dict[str, Any]:
-    out = {
+def _nan_to_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+def _result(impression_id: str, decision: Any, inline: bool) -> dict[str, Any]:
+    w = decision.winner
+    if w is not None:
+        r, bid, reason = w, True, None
+    else:
+        bid, reason = False, decision.reason
+        scored = [x for x in decision.results if x.expected_value == x.expected_value]
+        r = max(scored, key=lambda x: x.expected_value) if scored else None
+        if inline and reason == CHANNEL_NOT_TARGETED:
+            reason = NOT_ELIGIBLE
+    return {
         "impression_id": impression_id,
-        "bid": False,
-        "price": None,
-        "campaign_id": None,
-        "creative_id": None,
-        "pctr": None,
-        "pcvr": None,
-        "expected_value": None,
-        "reason": reason,
+        "bid": bid,
+        "price": w.price if w is not None else None,
+        "campaign_id": r.campaign_id if r is not None and r.creative_id is not None else None,
+        "creative_id": r.creative_id if r is not None else None,
+        "pctr": _nan_to_none(r.pctr) if r is not None else None,
+        "pcvr": _nan_to_none(r.pcvr) if r is not None else None,
+        "expected_value": _nan_to_none(r.expected_value) if r is not None else None,
+        "reason": reason or None,
+        "rule": r.rule if r is not None else None,
+        "propensity": _nan_to_none(r.propensity) if r is not None else None,
     }
-    out.update(scored)
-    return out
 
 
-def decide(
-    predictor: Predictor, impressions: Sequence[BidImpression], plans: Sequence[CampaignPlan]
-) -> list[dict[str, Any]]:
-    """One result per impression, in order: the best-priced campaign and creative, or a no-bid
-    with the reason of the best candidate (not_eligible when no campaign may bid on it)."""
+def decide_requests(
+    predictor: Predictor,
+    requests: Sequence[Mapping[str, Any]],
+    campaigns: Sequence[Any],
+    *,
+    states: Mapping[str, CampaignState] | None = None,
+    campaign_imps: Sequence[Mapping[str, tuple[int, int]] | None] | None = None,
+    slots: Sequence[Slot | None] | None = None,
+    winrate: WinRateModel | None = None,
+    rng: random.Random | None = None,
+    inline: bool = False,
+) -> list[tuple[dict[str, Any], Any]]:
+    """(result dict, bidding.selection.Decision) per request, in order.
+
+    `requests` hold the canonical REQUEST_FIELDS plus `impression_id`; `campaign_imps` is the
+    user's per-campaign (24 h, 7 d) impressions (profile store) per request.
+    """
+    ctr_model, cvr_model, shared = predictor.ctr, predictor.cvr, predictor.shared_encoding
     ctr_rows: list[list[float]] = []
     cvr_rows: list[list[float]] = []
-    # per impression: list of (plan index, first candidate row, number of creatives)
-    groups: list[list[tuple[int, int]]] = []
-    ctr_model, cvr_model, shared = predictor.ctr, predictor.cvr, predictor.shared_encoding
-    for imp in impressions:
-        base_ctr, base_cvr = predictor.encode(imp.__dict__)
-        group: list[tuple[int, int]] = []
-        for j, p in enumerate(plans):
-            if p.channels is not None and imp.channel not in p.channels:
-                continue
-            group.append((j, len(ctr_rows)))
-            camp = p.campaign
-            adv = camp.advertiser_id if camp.advertiser_id is not None else imp.advertiser_id
-            for creative in camp.creative_ids:
+    prepared = []
+    for i, req in enumerate(requests):
+        imp = Impression.from_request(req, slot=slots[i] if slots is not None else None)
+        plans = prepare(campaigns, imp, campaign_imps[i] if campaign_imps is not None else None)
+        pairs = to_score(plans)
+        keys: list[tuple[str, str]] = []
+        if pairs:
+            base_ctr, base_cvr = predictor.encode(req)
+            by_id = {p.campaign.id: p.campaign for p in plans if not p.reason}
+            for cid, crid in pairs:
+                adv = by_id[cid].advertiser
                 patch = {
-                    "campaign_id": camp.campaign_id,
-                    "creative_id": creative,
-                    "advertiser_id": adv,
+                    "campaign_id": cid,
+                    "creative_id": crid,
+                    "advertiser_id": adv if adv is not None else req.get("advertiser_id"),
                 }
                 row = ctr_model.patch(base_ctr, patch)
                 ctr_rows.append(row)
                 cvr_rows.append(row if shared else cvr_model.patch(base_cvr, patch))
-        groups.append(group)
+                keys.append((cid, crid))
+        prepared.append((imp, plans, keys))
 
-    pctr, pcvr = predictor.score_rows(ctr_rows, cvr_rows)
+    pctr, pcvr = predictor.score_rows(ctr_rows, cvr_rows) if ctr_rows else ([], [])
 
-    results: list[dict[str, Any]] = []
-    for imp, group in zip(impressions, groups, strict=True):
-        best: dict[str, Any] | None = None
-        best_nobid: dict[str, Any] | None = None
-        for j, start in group:
-            p = plans[j]
-            creatives = p.campaign.creative_ids
-            values = [p.goal.value(pctr[start + k], pcvr[start + k]) for k in range(len(creatives))]
-            k = choose(values).index
-            price, reason = bid_one(
-                VALUE_BIDDING,
-                values[k],
-                floor=imp.floor_price,
-                max_bid=p.campaign.max_bid,
-            )
-            scored = {
-                "campaign_id": p.campaign.campaign_id,
-                "creative_id": creatives[k],
-                "pctr": pctr[start + k],
-                "pcvr": pcvr[start + k],
-                "expected_value": values[k],
+    out = []
+    k = 0
+    base_states = states or {}
+    for req, (imp, plans, keys) in zip(requests, prepared, strict=True):
+        scores = {key: (pctr[k + j], pcvr[k + j]) for j, key in enumerate(keys)}
+        k += len(keys)
+        imp_states: Mapping[str, CampaignState] = base_states
+        if winrate is not None and imp.first_price and keys:
+            curve = winrate.curve(segment_key(req.get("channel"), req.get("exchange")))
+            imp_states = {
+                p.campaign.id: _with_curve(base_states.get(p.campaign.id, DEFAULT_STATE), curve)
+                for p in plans
+                if not p.reason
             }
-            if not reason:
-                if best is None or price > best["price"]:
-                    best = {"price": price, **scored}
-            elif best_nobid is None or values[k] > best_nobid["expected_value"]:
-                best_nobid = {"reason": reason, **scored}
-        if best is not None:
-            results.append(
-                {"impression_id": imp.impression_id, "bid": True, "reason": None, **best}
-            )
-        elif best_nobid is not None:
-            reason = best_nobid.pop("reason")
-            results.append(no_bid(imp.impression_id, reason, **best_nobid))
-        else:
-            results.append(no_bid(imp.impression_id, NOT_ELIGIBLE))
-    return results
+        decision = select(plans, imp, scores, imp_states, rng=rng)
+        out.append((_result(str(req.get("impression_id")), decision, inline), decision))
+    return out
+
+
+def _with_curve(state: CampaignState, curve: Any) -> CampaignState:
+    return CampaignState(state.multiplier, state.budget_left, curve)
+
+
+def decide(
+    predictor: Predictor,
+    impressions: Sequence[Any],
+    plans: Sequence[InlineCampaign],
+    winrate: WinRateModel | None = None,
+) -> list[dict[str, Any]]:
+    """/v1/bid with inline campaigns: no budget, no pacing, no profile."""
+    requests = [imp.__dict__ for imp in impressions]
+    return [r for r, _ in decide_requests(predictor, requests, plans, winrate=winrate, inline=True)]

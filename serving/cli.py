@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 
 from serving.settings import BidoptSettings
 
@@ -31,6 +32,14 @@ _EXPORTED = (
     "max_campaigns",
     "max_body_bytes",
     "control_dir",
+    "campaigns_file",
+    "redis_url",
+    "pacing_interval_s",
+    "state_refresh_s",
+    "account_currency",
+    "openrtb_network_margin_ms",
+    "nurl_base",
+    "winrate_file",
 )
 
 
@@ -66,6 +75,8 @@ def _export(settings: BidoptSettings) -> None:
             os.environ[f"BIDOPT_{name.upper()}"] = str(value)
     if settings.api_key is not None:
         os.environ["BIDOPT_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.win_secret is not None:
+        os.environ["BIDOPT_WIN_SECRET"] = settings.win_secret.get_secret_value()
 
 
 def _multiprocess_dir() -> Path:
@@ -84,8 +95,40 @@ def _multiprocess_dir() -> Path:
     return path
 
 
+def check_startup(settings: BidoptSettings) -> None:
+    """Refuse to start, with one line per reason and no traceback, on what cannot work."""
+    if settings.workers > 1 and not settings.redis_url:
+        typer.echo(
+            f"error: --workers {settings.workers} needs --redis-url (BIDOPT_REDIS_URL): without "
+            "shared state each worker would spend the whole budget",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if settings.campaigns_file is not None:
+        from bidding.campaigns import CampaignError
+        from serving.campaign_book import read_campaigns
+
+        try:
+            read_campaigns(settings.campaigns_file)
+        except CampaignError as e:
+            typer.echo(f"error: invalid campaigns file {settings.campaigns_file}:", err=True)
+            for line in e.errors:
+                typer.echo(line, err=True)
+            raise typer.Exit(2) from None
+    if settings.winrate_file is not None:
+        from serving.registry import read_winrate
+
+        try:
+            read_winrate(settings.winrate_file)
+        except ValueError as e:
+            typer.echo(f"error: invalid win-rate file {settings.winrate_file}: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
 def serve(settings: BidoptSettings) -> None:
     import uvicorn
+
+    check_startup(settings)
 
     common: dict[str, Any] = {
         "host": settings.host,
@@ -100,6 +143,10 @@ def serve(settings: BidoptSettings) -> None:
         uvicorn.run(create_app(settings), **common)
         return
     made: list[Path] = []
+    if settings.win_secret is None:  # one key for every worker, so any of them checks a notice
+        import secrets
+
+        settings = settings.model_copy(update={"win_secret": SecretStr(secrets.token_urlsafe(32))})
     if settings.control_dir is None:
         control = Path(tempfile.mkdtemp(prefix="bidopt-control-"))
         made.append(control)
@@ -156,12 +203,28 @@ def register(app: typer.Typer) -> None:
                 help="Seconds between alias polls (env BIDOPT_RELOAD_INTERVAL_S; default 30)",
             ),
         ] = None,
+        campaigns: Annotated[
+            Path | None,
+            typer.Option(
+                "--campaigns",
+                help="TOML campaigns file (env BIDOPT_CAMPAIGNS_FILE); the service refuses to "
+                "start if it is invalid",
+            ),
+        ] = None,
+        redis_url: Annotated[
+            str | None,
+            typer.Option(
+                help="Redis URL for shared budgets, pacing, events and profiles (env "
+                "BIDOPT_REDIS_URL); required for --workers > 1"
+            ),
+        ] = None,
     ) -> None:
         """Serve pCTR, pCVR and bid prices over HTTP from the registered champion models.
 
         Other settings come from the environment: BIDOPT_CTR_MODEL, BIDOPT_CVR_MODEL,
         BIDOPT_API_KEY (enables POST /admin/reload), BIDOPT_MAX_IMPRESSIONS,
-        BIDOPT_MAX_BODY_BYTES.
+        BIDOPT_MAX_BODY_BYTES, BIDOPT_PACING_INTERVAL_S, BIDOPT_ACCOUNT_CURRENCY,
+        BIDOPT_OPENRTB_NETWORK_MARGIN_MS, BIDOPT_NURL_BASE, BIDOPT_WINRATE_FILE.
         """
         settings = build_settings(
             host=host,
@@ -170,6 +233,8 @@ def register(app: typer.Typer) -> None:
             tracking_uri=tracking_uri,
             alias=alias,
             reload_interval_s=reload_interval_s,
+            campaigns_file=campaigns,
+            redis_url=redis_url,
         )
         serve(settings)
 

@@ -60,6 +60,34 @@ class BodyTooLarge(PayloadTooLarge):
         super().__init__(f"request body is larger than the limit of {limit} bytes", "body")
 
 
+class UnknownCampaign(ServingError):
+    status_code = 404
+    summary = "A campaign id that is not in the campaigns file"
+
+    def __init__(self, campaign_id: str, field: str) -> None:
+        super().__init__(f"unknown campaign {campaign_id!r}: not in the campaigns file", field)
+
+
+class NoCampaigns(ServingError):
+    status_code = 400
+    summary = "No inline campaigns and no campaigns file to take them from"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no campaigns: send inline `campaigns`, or start the service with a campaigns file "
+            "(--campaigns / BIDOPT_CAMPAIGNS_FILE)",
+            "campaigns",
+        )
+
+
+class InvalidSignature(ServingError):
+    status_code = 403
+    summary = "A win notice whose signature does not match the URL this service issued"
+
+    def __init__(self) -> None:
+        super().__init__("invalid or missing signature: not a win notice issued here", "sig")
+
+
 class NotReady(ServingError):
     status_code = 503
     summary = "Models are not loaded yet (see /readyz)"
@@ -83,8 +111,30 @@ async def _validation(request: Request, exc: Exception) -> Response:
     `input` cannot turn the 422 into a 500 (the stdlib encoder refuses them; orjson writes
     null)."""
     assert isinstance(exc, RequestValidationError)
+    if request.url.path in BAD_REQUEST_PATHS:
+        return _bad_request(exc)
     body = orjson.dumps({"detail": jsonable_encoder(exc.errors())}, default=str)
     return Response(body, status_code=422, media_type="application/json")
+
+
+# Routes whose protocol answers a malformed request with 400, not 422 (OpenRTB practice).
+BAD_REQUEST_PATHS = frozenset({"/openrtb2/bid"})
+
+
+def _bad_request(exc: RequestValidationError) -> Response:
+    """The first problem as `{"detail": reason, "field": name}`, e.g. field `imp[0].bidfloor`."""
+    errors = exc.errors()
+    if not errors:
+        return error_response(400, "malformed request", "body")
+    err = errors[0]
+    loc = [p for p in err.get("loc", ()) if p != "body"]
+    field = ""
+    for part in loc:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "json_invalid":
+        msg, field = "the body is not valid JSON", "body"
+    return error_response(400, msg, field or "body")
 
 
 def install(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ dead worker's values disappear.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Final
 
 from prometheus_client import (
@@ -46,9 +47,32 @@ ENDPOINTS: Final = (
     "/v1/models",
     "/metrics",
     "/admin/reload",
+    "/v1/events",
+    "/v1/campaigns",
+    "/v1/win",
+    "/openrtb2/bid",
 )
 OTHER: Final = "other"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+class HandlingTimes:
+    """A cheap rolling p99 of one endpoint's handling time (ms): a ring of recent values,
+    sorted every `every` observations (per worker: it is this worker's deadline estimate)."""
+
+    def __init__(self, window: int = 1000, every: int = 50) -> None:
+        self._ring: deque[float] = deque(maxlen=window)
+        self._every = every
+        self._since = 0
+        self.p99_ms = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._ring.append(seconds * 1000.0)
+        self._since += 1
+        if self._since >= self._every:
+            self._since = 0
+            ordered = sorted(self._ring)
+            self.p99_ms = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def multiprocess_dir() -> str | None:
@@ -111,6 +135,39 @@ class Metrics:
         self.registry_errors = Counter(
             "bidopt_registry_errors", "Failed attempts to reach the model registry", registry=r
         )
+        self.state_degraded = Gauge(
+            "bidopt_state_degraded",
+            "1 when Redis is unreachable and this worker bids on local state (max over workers)",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.campaigns_loaded = Gauge(
+            "bidopt_campaigns_loaded",
+            "Campaigns loaded from the campaigns file",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.campaign_reloads = Counter(
+            "bidopt_campaign_reloads",
+            "Campaigns-file reloads that were applied (success) or refused (failure)",
+            ["outcome"],
+            registry=r,
+        )
+        self.events = Counter(
+            "bidopt_events",
+            "Events received, by type and outcome (accepted, duplicate)",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.openrtb_nobids = Counter(
+            "bidopt_openrtb_nobids",
+            "OpenRTB requests answered 204, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for outcome in ("success", "failure"):
+            self.campaign_reloads.labels(outcome)
+        self.state_degraded.set(0)
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._bid_children: dict[str, Counter] = {}
         self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, OTHER)}

@@ -146,7 +146,24 @@ class User(_Obj):
     data: list[Data] = []
 
 
+BID_REQUEST_EXAMPLE: Final[dict[str, Any]] = {
+    "id": "80ce30c53c16e6ede735f123ef6e32361bfc7b22",
+    "at": 1,
+    "cur": ["USD"],
+    "tmax": 120,
+    "imp": [{"id": "1", "bidfloor": 0.03, "banner": {"w": 300, "h": 250}}],
+    "site": {"domain": "www.foobar.com", "publisher": {"id": "8953"}},
+    "device": {"ip": "123.145.167.10", "devicetype": 2, "os": "macOS", "geo": {"country": "USA"}},
+    "user": {"id": "55816b39711f9b5acf3b90e3"},
+    "badv": ["blocked-brand.example"],
+}
+
+
 class BidRequest(_Obj):
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, json_schema_extra={"examples": [BID_REQUEST_EXAMPLE]}
+    )
+
     id: str = Field(min_length=1)
     imp: list[Imp] = Field(min_length=1)
     site: Site | None = None
@@ -184,6 +201,36 @@ class SeatBid(BaseModel):
 
 
 class BidResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "80ce30c53c16e6ede735f123ef6e32361bfc7b22",
+                    "seatbid": [
+                        {
+                            "bid": [
+                                {
+                                    "id": "3f1c0d9e",
+                                    "impid": "1",
+                                    "price": 2.1,
+                                    "crid": "cmp-001-cr0",
+                                    "cid": "cmp-001",
+                                    "adomain": ["shop.adv-01.example"],
+                                    "nurl": "http://127.0.0.1:8000/v1/win?rid=...&sig=..."
+                                    "&price=${AUCTION_PRICE}",
+                                    "w": 300,
+                                    "h": 250,
+                                }
+                            ],
+                            "seat": "bidopt",
+                        }
+                    ],
+                    "cur": "USD",
+                }
+            ]
+        }
+    )
+
     id: str
     seatbid: list[SeatBid]
     bidid: str | None = None

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from bidding.winrate import WinRateModel
 from features.bundle import ModelBundle
 from features.online import OnlineEncoder
 from features.transforms import category_code
@@ -42,9 +43,12 @@ class LoadedModel:
     loaded_at: str
     # (column, vocabulary index) of each patched source the spec has
     slots: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
+    winrate: WinRateModel | None = None  # optional winrate.json of the bundle (CTR side)
 
     @classmethod
-    def build(cls, ref: ModelRef, bundle: ModelBundle) -> LoadedModel:
+    def build(
+        cls, ref: ModelRef, bundle: ModelBundle, winrate: WinRateModel | None = None
+    ) -> LoadedModel:
         try:
             fast = FastPredictor(bundle.booster)
         except Exception as e:
@@ -62,6 +66,7 @@ class LoadedModel:
             calibrate_one=bundle.calibrator.transform_one,
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             slots=slots,
+            winrate=winrate,
         )
 
     def score_one(self, row: Sequence[float]) -> float:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from bidding.winrate import WinRateModel
 from features.bundle import BundleError, ModelBundle
 
 BUNDLE_ARTIFACT: Final = "bundle"
 BUNDLE_SUBDIR: Final = Path("artifacts") / BUNDLE_ARTIFACT
 MAX_REASON_CHARS: Final = 400
+WINRATE_FILE: Final = "winrate.json"  # optional, beside the 4 bundle files
 
 
 class RegistryUnavailable(RuntimeError):
@@ -73,6 +75,19 @@ def bundle_path(model_dir: Path) -> Path:
     return resolved
 
 
+def read_winrate(path: Path) -> WinRateModel:
+    """A WinRateModel.to_dict() JSON file; ValueError naming the problem when it is not one."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path.name}: cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name}: not a JSON object")
+    return WinRateModel.from_dict(data)
+
+
 class Registry:
     """MLflow registry reads for one tracking URI; holds no MLflow global state."""
 
@@ -111,7 +126,11 @@ class Registry:
         return ModelRef(name=name, alias=alias, version=str(mv.version), run_id=mv.run_id or None)
 
     def load(self, ref: ModelRef) -> ModelBundle:
-        """Download one version and rebuild its bundle; the download is deleted afterwards
+        return self.load_version(ref)[0]
+
+    def load_version(self, ref: ModelRef) -> tuple[ModelBundle, WinRateModel | None]:
+        """Download one version and rebuild its bundle, plus the optional `winrate.json` beside
+        the four bundle files (first-price shading); the download is deleted afterwards
         (ModelBundle.load reads every file into memory)."""
         import mlflow.artifacts
 
@@ -132,9 +151,16 @@ class Registry:
             if not bundle_dir.is_dir():
                 raise VersionRefused(f"{uri}: no bundle directory in the logged model")
             try:
-                return ModelBundle.load(bundle_dir)
+                bundle = ModelBundle.load(bundle_dir)
             except BundleError as e:
                 reason = short(e).replace(str(tmp), "<download>")
                 raise VersionRefused(f"{uri}: {reason}") from e
+            winrate_path = bundle_dir / WINRATE_FILE
+            if not winrate_path.is_file():
+                return bundle, None
+            try:
+                return bundle, read_winrate(winrate_path)
+            except ValueError as e:
+                raise VersionRefused(f"{uri}: {WINRATE_FILE}: {short(e)}") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

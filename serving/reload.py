@@ -117,7 +117,7 @@ class ModelHolder:
             if old is not None and old.ref == ref:
                 loaded[key] = old  # unchanged side: reuse, no download
             else:
-                loaded[key] = LoadedModel.build(ref, self.registry.load(ref))
+                loaded[key] = LoadedModel.build(ref, *self.registry.load_version(ref))
         return Predictor.build(loaded["ctr"], loaded["cvr"]), refs
 
     # -- event-loop part ------------------------------------------------------------------------

@@ -8,8 +8,10 @@ document them in OpenAPI and are what the schemathesis test holds the responses 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
@@ -17,16 +19,23 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import PlainTextResponse
 from starlette.responses import Response
 
+from bidding.winrate import WinRateModel
 from serving import bidder
+from serving.budgets import BudgetKeeper
+from serving.campaign_book import CampaignBook, CampaignsStatus
+from serving.dmp import fill_from_profile
 from serving.errors import (
     AdminDisabled,
+    NoCampaigns,
     NotReady,
     PayloadTooLarge,
     TooManyItems,
     Unauthorized,
+    UnknownCampaign,
     responses_for,
 )
-from serving.metrics import CONTENT_TYPE, Metrics
+from serving.events import EventsRequest, EventsResult, apply_events, check_campaigns
+from serving.metrics import CONTENT_TYPE, HandlingTimes, Metrics
 from serving.predictor import Predictor
 from serving.reload import ModelHolder
 from serving.schemas import (
@@ -52,6 +61,27 @@ class Service:
     settings: BidoptSettings
     holder: ModelHolder
     metrics: Metrics
+    book: CampaignBook
+    keeper: BudgetKeeper
+    winrate_override: WinRateModel | None = None
+    win_secret: bytes = b""
+    rng: random.Random = field(default_factory=random.Random)
+    rtb_times: HandlingTimes = field(default_factory=HandlingTimes)
+
+    def winrate(self, predictor: Predictor) -> WinRateModel | None:
+        """BIDOPT_WINRATE_FILE if set, else the CTR bundle's winrate.json, else none."""
+        return self.winrate_override or predictor.ctr.winrate
+
+    def sync_state_metrics(self) -> None:
+        self.metrics.state_degraded.set(1 if self.keeper.degraded else 0)
+        self.metrics.campaigns_loaded.set(len(self.book.campaigns))
+
+    def poll_campaigns(self) -> bool | None:
+        changed = self.book.poll()
+        if changed is not None:
+            self.metrics.campaign_reloads.labels("success" if changed else "failure").inc()
+            self.metrics.campaigns_loaded.set(len(self.book.campaigns))
+        return changed
 
 
 async def get_service(request: Request) -> Service:
@@ -87,7 +117,14 @@ async def predict(body: PredictRequest, predictor: PredictorDep, service: Servic
     n = len(body.impressions)
     if n > settings.max_impressions:
         raise TooManyItems("impressions", n, settings.max_impressions)
-    pctr, pcvr = predictor.predict([imp.__dict__ for imp in body.impressions])
+    requests = []
+    for imp in body.impressions:
+        req = imp.__dict__
+        if req.get("user_id"):
+            req = dict(req)
+            fill_from_profile(req, service.keeper.store)
+        requests.append(req)
+    pctr, pcvr = predictor.predict(requests)
     observe_ctr, observe_cvr = metrics.pctr.observe, metrics.pcvr.observe
     for a, b in zip(pctr, pcvr, strict=True):
         observe_ctr(a)
@@ -99,8 +136,12 @@ async def predict(body: PredictRequest, predictor: PredictorDep, service: Servic
 @router.post(
     "/v1/bid",
     response_model=BidResponse,
-    responses=responses_for(PayloadTooLarge, NotReady),
+    responses=responses_for(PayloadTooLarge, NotReady, UnknownCampaign, NoCampaigns),
     summary="Bid price (CPM), campaign and creative per impression, or a no-bid with its reason",
+    description="Candidates: inline `campaigns`; or `campaign_ids` from the campaigns file; or "
+    "neither, and every campaign of the file is a candidate. File campaigns bring targeting, "
+    "frequency caps (from the profile store, by `user_id`), creatives, rules, exploration, "
+    "their strategy, pacing and daily budget.",
     tags=["scoring"],
 )
 async def bid(body: BidRequest, predictor: PredictorDep, service: ServiceDep) -> Response:
@@ -108,15 +149,112 @@ async def bid(body: BidRequest, predictor: PredictorDep, service: ServiceDep) ->
     n = len(body.impressions)
     if n > settings.max_impressions:
         raise TooManyItems("impressions", n, settings.max_impressions)
-    if len(body.campaigns) > settings.max_campaigns:
-        raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
-    results = bidder.decide(predictor, body.impressions, bidder.plan(body.campaigns))
+    winrate = service.winrate(predictor)
+    if body.campaigns is not None:
+        if len(body.campaigns) > settings.max_campaigns:
+            raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
+        store = service.keeper.store
+        requests = []
+        for imp in body.impressions:
+            req = imp.__dict__
+            if req.get("user_id"):
+                req = dict(req)
+                fill_from_profile(req, store)
+            requests.append(req)
+        results = [
+            r
+            for r, _ in bidder.decide_requests(
+                predictor, requests, bidder.plan(body.campaigns), winrate=winrate, inline=True
+            )
+        ]
+    else:
+        results = file_campaign_bids(service, predictor, body, winrate)
     for r in results:
         metrics.count_bid("bid" if r["bid"] else r["reason"])
         if r["pctr"] is not None:
             metrics.pctr.observe(r["pctr"])
             metrics.pcvr.observe(r["pcvr"])
     return json_response({"bids": results, "models": predictor.versions})
+
+
+def file_campaign_bids(
+    service: Service, predictor: Predictor, body: BidRequest, winrate: WinRateModel | None
+) -> list[dict[str, Any]]:
+    campaigns = service.book.campaigns
+    if not campaigns:
+        raise NoCampaigns()
+    if body.campaign_ids is None:
+        chosen = list(campaigns.values())
+    else:
+        chosen = []
+        for cid in body.campaign_ids:
+            c = campaigns.get(cid)
+            if c is None:
+                raise UnknownCampaign(cid, "campaign_ids")
+            chosen.append(c)
+    store = service.keeper.store
+    requests, caps = [], []
+    for imp in body.impressions:
+        req = dict(imp.__dict__)
+        caps.append(fill_from_profile(req, store))
+        requests.append(req)
+    decided = bidder.decide_requests(
+        predictor,
+        requests,
+        chosen,
+        states=service.keeper.states,
+        campaign_imps=caps,
+        winrate=winrate,
+        rng=service.rng,
+    )
+    return [r for r, _ in decided]
+
+
+@router.post(
+    "/v1/events",
+    response_model=EventsResult,
+    responses=responses_for(PayloadTooLarge, UnknownCampaign),
+    summary="Win notices (paying price), clicks and conversions; a repeated event_id counts once",
+    description="The whole batch is checked first: an event for a campaign that is not in the "
+    "campaigns file is a 404 and nothing is applied.",
+    tags=["state"],
+)
+async def events(body: EventsRequest, service: ServiceDep) -> Response:
+    return json_response(await record_events(service, body))
+
+
+async def record_events(service: Service, body: EventsRequest) -> dict[str, int]:
+    campaigns = service.book.campaigns
+    check_campaigns(body.events, campaigns)
+    keeper = service.keeper
+    outcome = await asyncio.to_thread(apply_events, body.events, campaigns, keeper.store)
+    if outcome["touched"]:
+        await asyncio.to_thread(keeper.refresh, outcome["touched"])
+    for kind, count in outcome["by_type"].items():
+        service.metrics.events.labels(kind, "accepted").inc(count)
+    if outcome["duplicates"]:
+        service.metrics.events.labels("any", "duplicate").inc(outcome["duplicates"])
+    service.sync_state_metrics()
+    return {"accepted": outcome["accepted"], "duplicates": outcome["duplicates"]}
+
+
+@router.get(
+    "/v1/campaigns",
+    response_model=CampaignsStatus,
+    summary="Loaded campaigns with today's spend, budget left and pacing multiplier; the state "
+    "backend and the last campaigns-file error",
+    tags=["state"],
+)
+async def campaigns_status(service: ServiceDep) -> Response:
+    keeper = service.keeper
+    return json_response(
+        {
+            **service.book.status(),
+            "backend": keeper.backend,
+            "degraded": keeper.degraded,
+            "campaigns": keeper.status(),
+        }
+    )
 
 
 @router.get("/healthz", response_model=Health, summary="The process is up", tags=["ops"])
@@ -177,4 +315,6 @@ async def admin_reload(
         raise Unauthorized()
     outcome = await service.holder.request_reload()
     outcome.pop("reachable", None)
+    outcome["campaigns_reloaded"] = service.poll_campaigns()
+    await asyncio.to_thread(service.keeper.refresh)
     return json_response(outcome)

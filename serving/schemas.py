@@ -21,10 +21,16 @@ Channel = Literal[CHANNELS]  # type: ignore[valid-type]
 AuctionType = Literal[AUCTION_TYPES]  # type: ignore[valid-type]
 DeviceType = Literal[DEVICE_TYPES]  # type: ignore[valid-type]
 Goal = Literal["cpc", "cpa", "roas", "cpm"]
-# "not_eligible" is the service's own; the others are bidding.strategies' no-bid reasons.
+# "not_eligible" is the service's own (an inline campaign for another channel); the others are
+# bidding's: strategies (price), targeting (who), selection (creatives, rules).
 NoBidReason = Literal[
-    "below_floor", "not_eligible", "zero_bid", "invalid_value", "no_surplus", "budget_spent"
-]
+    "below_floor", "not_eligible", "zero_bid", "invalid_value", "no_surplus", "budget_spent",
+    "outside_flight_dates", "channel_not_targeted", "country_not_targeted",
+    "region_not_targeted", "device_type_not_targeted", "os_not_targeted", "hour_not_targeted",
+    "weekday_not_targeted", "publisher_blocked", "publisher_not_allowed", "segment_excluded",
+    "segment_not_targeted", "ip_blocked", "frequency_cap_reached", "no_campaigns",
+    "no_fitting_creative", "rule_no_bid", "no_allowed_creative",
+]  # fmt: skip
 
 Text = Annotated[str, Field(max_length=256)]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
@@ -88,6 +94,11 @@ class Impression(BaseModel):
     creative_id: Text | None = None
     floor_price: Price | None = None
     auction_type: AuctionType | None = None
+    user_id: Text | None = Field(
+        default=None,
+        description="Fills the user counters (and segments) that are absent from the profile "
+        "store, and applies frequency caps.",
+    )
     user_imps_24h: Count | None = None
     user_clicks_24h: Count | None = None
     user_imps_7d: Count | None = None
@@ -209,12 +220,23 @@ class BidRequest(BaseModel):
     )
 
     impressions: list[BidImpression] = Field(min_length=1)
-    campaigns: list[Campaign] = Field(min_length=1)
+    campaigns: list[Campaign] | None = Field(
+        default=None, min_length=1, description="Inline candidate campaigns."
+    )
+    campaign_ids: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="Candidates from the campaigns file by id. Neither this nor `campaigns`: "
+        "every campaign of the file is a candidate.",
+    )
 
     @model_validator(mode="after")
     def _unique_campaigns(self) -> BidRequest:
+        if self.campaigns is not None and self.campaign_ids is not None:
+            raise ValueError("send either inline campaigns or campaign_ids, not both")
         seen: set[str] = set()
-        for c in self.campaigns:
+        for c in self.campaigns or ():
             if c.campaign_id in seen:
                 raise ValueError(f"campaign_id {c.campaign_id!r} appears more than once")
             seen.add(c.campaign_id)
@@ -233,6 +255,12 @@ class BidResult(BaseModel):
         description="Value of the impression to the chosen campaign, CPM (before the max-bid cap)."
     )
     reason: NoBidReason | None = Field(description="Why there is no bid; null on a bid.")
+    rule: str | None = Field(default=None, description="The campaign's bid rule that fired.")
+    propensity: Probability | None = Field(
+        default=None,
+        description="P(this creative | impression, campaign) under the campaign's exploration, "
+        "for off-policy evaluation.",
+    )
 
 
 class BidResponse(BaseModel):
@@ -366,3 +394,8 @@ class ReloadResult(BaseModel):
     changed: bool = Field(description="A new version was swapped in.")
     models: dict[str, LoadedModelInfo]
     error: str | None = Field(description="Why a new version was refused or not reachable.")
+    campaigns_reloaded: bool | None = Field(
+        default=None,
+        description="The campaigns file changed and was loaded (true) or refused (false); null "
+        "when unchanged or not configured.",
+    )

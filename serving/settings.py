@@ -60,6 +60,41 @@ class BidoptSettings(BaseSettings):
     host: str = LOOPBACK
     port: int = Field(default=8000, ge=0, le=65_535)
     workers: int = Field(default=1, ge=1, le=64)
+    campaigns_file: Path | None = Field(
+        default=None,
+        description="TOML campaigns file (bidding.campaigns); unset = inline campaigns only.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for spend, pacing, events and profiles; unset = in-process state "
+        "(one worker only).",
+    )
+    pacing_interval_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Seconds between pacing controller steps."
+    )
+    state_refresh_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between reads of shared spend/pacing state and campaigns-file polls.",
+    )
+    account_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    openrtb_network_margin_ms: float = Field(default=10.0, ge=0, le=10_000)
+    nurl_base: str | None = Field(
+        default=None,
+        description="Public base URL of this service for win notices; default "
+        "http://127.0.0.1:<port>.",
+    )
+    winrate_file: Path | None = Field(
+        default=None,
+        description="Win-rate model JSON (WinRateModel.to_dict) for first-price shading; "
+        "overrides a winrate.json in the CTR bundle.",
+    )
+    win_secret: SecretStr | None = Field(
+        default=None,
+        description="Key signing win-notice URLs; unset = a random key per start (the serve "
+        "command shares one across workers).",
+    )
     control_dir: Path | None = Field(
         default=None,
         description="Directory the workers share to hear about /admin/reload; the serve command "
@@ -92,3 +127,6 @@ class BidoptSettings(BaseSettings):
 
     def model_uri(self, name: str) -> str:
         return f"models:/{name}@{self.alias}"
+
+    def win_base_url(self) -> str:
+        return (self.nurl_base or f"http://{LOOPBACK}:{self.port}").rstrip("/")

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.settings import BidoptSettings
+from tests.redis_server import redis_server
 from tests.serving.conftest import API_KEY, Server, run_server
 
 pytestmark = pytest.mark.integration
@@ -163,7 +164,12 @@ def test_unreachable_registry_is_reported_and_retried(tmp_path: Path) -> None:
 
 def test_two_workers_share_metrics_and_reload(store_copy: str, tmp_path: Path) -> None:
     env = {"BIDOPT_RELOAD_INTERVAL_S": "600"}  # only /admin/reload can move them
-    with run_server(store_copy, tmp_path, env=env, args=("--workers", "2")) as server:
+    with (
+        redis_server(tmp_path) as redis_url,  # several workers share budgets: Redis is required
+        run_server(
+            store_copy, tmp_path, env=env, args=("--workers", "2", "--redis-url", redis_url)
+        ) as server,
+    ):
         wait_for(lambda: "bidopt_ready 1.0" in server.client.get("/metrics").text, 60)
         for _ in range(30):
             ctr_version(server)

@@ -1,0 +1,159 @@
+"""The campaigns the service bids for: loaded from the TOML file at start, hot-reloaded on change.
+
+The file is validated by `bidding.campaigns.load_campaigns` (pure); this module owns the I/O: the
+initial load (an invalid file stops the service before it listens), and the polling of the file's
+modification time. A changed file that fails validation is refused: the previous campaigns keep
+bidding and the errors show in the log, /v1/campaigns and /metrics. Like the model pair, the
+loaded campaigns are one immutable mapping replaced by a single assignment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bidding.campaigns import Campaign, CampaignError, load_campaigns
+
+log = logging.getLogger("bidopt.campaigns")
+
+
+def read_campaigns(path: Path) -> dict[str, Campaign]:
+    """Read and validate a campaigns file; CampaignError (one line per problem) when invalid."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CampaignError([f"{path}: cannot read: {e}"]) from None
+    return load_campaigns(text, str(path))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class CampaignBook:
+    """The loaded campaigns (`campaigns`, in file order) and how their last reload went."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.campaigns: Mapping[str, Campaign] = MappingProxyType({})
+        self.loaded_at: str | None = None
+        self.last_error: list[str] | None = None
+        self.reloads_succeeded = 0
+        self.reloads_failed = 0
+        self._stamp: tuple[int, int] | None = None
+        if path is not None:
+            self._stamp = _stamp(path)
+            self._install(read_campaigns(path))  # invalid: raise, the service must not start
+
+    def _install(self, campaigns: dict[str, Campaign]) -> None:
+        self.campaigns = MappingProxyType(campaigns)
+        self.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.last_error = None
+
+    def poll(self) -> bool | None:
+        """Reload if the file changed: True = new campaigns, False = refused, None = unchanged."""
+        if self.path is None:
+            return None
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            campaigns = read_campaigns(self.path)
+        except CampaignError as e:
+            self.last_error = e.errors
+            self.reloads_failed += 1
+            log.error(
+                "campaigns file %s refused, still bidding for the %d previous campaigns:\n%s",
+                self.path,
+                len(self.campaigns),
+                "\n".join(e.errors),
+            )
+            return False
+        self._install(campaigns)
+        self.reloads_succeeded += 1
+        log.info("campaigns reloaded from %s: %s", self.path, ", ".join(campaigns) or "none")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path) if self.path is not None else None,
+            "loaded_at": self.loaded_at,
+            "last_error": self.last_error,
+            "reloads_succeeded": self.reloads_succeeded,
+            "reloads_failed": self.reloads_failed,
+        }
+
+
+class CampaignState(BaseModel):
+    id: str
+    advertiser: str | None
+    goal: str
+    strategy: str
+    daily_budget: float
+    total_budget: float | None
+    timezone: str
+    day: str = Field(description="The campaign-local date spend is counted for now.")
+    spend_today: float
+    spend_total: float | None
+    budget_left: float
+    pacing_multiplier: float
+    creatives: list[str]
+
+
+class CampaignsStatus(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file": "campaigns.toml",
+                    "loaded_at": "2025-06-01T14:00:00+00:00",
+                    "last_error": None,
+                    "reloads_succeeded": 0,
+                    "reloads_failed": 0,
+                    "backend": "redis",
+                    "degraded": False,
+                    "campaigns": [
+                        {
+                            "id": "cmp-004",
+                            "advertiser": None,
+                            "goal": "cpa",
+                            "strategy": "value",
+                            "daily_budget": 100.0,
+                            "total_budget": None,
+                            "timezone": "UTC",
+                            "day": "2025-06-01",
+                            "spend_today": 41.2,
+                            "spend_total": None,
+                            "budget_left": 58.8,
+                            "pacing_multiplier": 0.93,
+                            "creatives": ["cmp-004-cr0", "cmp-004-cr4"],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    file: str | None
+    loaded_at: str | None
+    last_error: list[str] | None = Field(
+        description="Why the last change of the file was refused (one line per problem); the "
+        "previous campaigns keep bidding."
+    )
+    reloads_succeeded: int
+    reloads_failed: int
+    backend: str = Field(description="memory, redis, or 'memory (redis unreachable)'.")
+    degraded: bool
+    campaigns: list[CampaignState]
