@@ -1,0 +1,30 @@
+"""Fixtures for training tests: small seeded synthetic logs with their fingerprint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import pytest
+
+from training.config import TrainConfig, load_config
+
+FAST = ["num_boost_round=60", "early_stopping_rounds=10", "num_threads=1"]
+SMALL_ROWS, SMALL_SEED = 30_000, 3
+
+
+@pytest.fixture(scope="session")
+def small_data() -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Synthetic logs as `bidopt train --rows 30000 --seed 3` would load them."""
+    from training.pipeline import DataSource, load_data
+
+    return load_data(DataSource(kind="synth", rows=SMALL_ROWS, seed=SMALL_SEED))
+
+
+@pytest.fixture(scope="session")
+def small_logs(small_data) -> pl.DataFrame:
+    return small_data[0]
+
+
+def fast_config(target: str, *extra: str) -> TrainConfig:
+    return load_config(target, overrides=[*FAST, *extra])  # type: ignore[arg-type]

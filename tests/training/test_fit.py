@@ -1,0 +1,42 @@
+"""LightGBM fitting: categoricals from the spec, early stopping, trimmed forest."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.batch import encode_matrix
+from features.spec import fit_spec
+from training.fit import booster_params, fit_booster
+from training.splits import LABEL, make_split
+
+from .conftest import fast_config
+
+
+def test_fit_uses_spec_categoricals_and_trims(small_logs):
+    split, _ = make_split(small_logs, "ctr")
+    spec = fit_spec(split.train)
+    cfg = fast_config("ctr", "num_boost_round=200", "early_stopping_rounds=5", "learning_rate=0.3")
+    x_tr, x_va = encode_matrix(split.train, spec), encode_matrix(split.valid, spec)
+    y_tr, y_va = split.train[LABEL].to_numpy(), split.valid[LABEL].to_numpy()
+    seen: list[int] = []
+    fit = fit_booster(x_tr, y_tr, x_va, y_va, spec, cfg.lightgbm, lambda d, t: seen.append(d))
+    assert fit.booster.num_trees() == fit.best_iteration
+    assert fit.best_iteration < len(seen) <= 200  # stopped early, and reported each round
+    assert fit.valid_logloss[fit.best_iteration - 1] == min(fit.valid_logloss)
+    model = fit.booster.dump_model()
+    cat_idx = {spec.names.index(c) for c in spec.categorical}
+    split_cats = {
+        t["tree_structure"].get("split_feature")
+        for t in model["tree_info"]
+        if t["tree_structure"].get("decision_type") == "=="
+    }
+    assert split_cats <= cat_idx
+    p = fit.booster.predict(encode_matrix(split.test, spec))
+    assert np.all((p > 0) & (p < 1))
+
+
+def test_booster_params_are_binary_and_drop_train_keys():
+    params = booster_params(fast_config("ctr").lightgbm)
+    assert params["objective"] == "binary"
+    assert "num_boost_round" not in params and "early_stopping_rounds" not in params
+    assert params["min_data_per_group"] == 500

@@ -1,0 +1,294 @@
+"""One training, end to end: data -> time split -> spec -> LightGBM -> calibration -> test
+metrics -> bundle -> MLflow run and registered version.
+
+The CLI, the quickstart, promote and the benches all go through here, so there is one
+definition of what "a trained bidopt model" is. MLflow I/O is delegated to `tracking`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from features.batch import encode_matrix
+from features.bundle import ModelBundle
+from features.spec import FeatureSpec, fit_spec
+from training.calibrate import CalibrationChoice, choose_calibrator
+from training.config import Target, TrainConfig
+from training.evaluate import Evaluation, evaluate
+from training.fit import FitResult, feature_importance, fit_booster
+from training.splits import LABEL, Split, make_split
+
+TRUTH = {"ctr": "true_ctr", "cvr": "true_cvr"}
+STEPS = ("split", "features", "fit", "calibrate", "evaluate", "register")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where training rows come from; recorded in the run so promote can re-create them."""
+
+    kind: Literal["synth", "logs"] = "synth"
+    rows: int = 500_000
+    seed: int = 0
+    path: str = ""
+    source: str = "auto"
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rows_requested": self.rows, "seed": self.seed,
+                "path": self.path, "format": self.source}  # fmt: skip
+
+    @classmethod
+    def from_fingerprint(cls, fp: Mapping[str, Any]) -> DataSource:
+        kind = str(fp.get("kind", ""))
+        if kind not in ("synth", "logs"):
+            raise ValueError(f"the run does not record its data source (data.kind={kind!r})")
+        return cls(
+            kind=kind,  # type: ignore[arg-type]
+            rows=int(fp.get("rows_requested") or 0),
+            seed=int(fp.get("seed") or 0),
+            path=str(fp.get("path") or ""),
+            source=str(fp.get("format") or "auto"),
+        )
+
+
+def load_data(src: DataSource) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The canonical frame and its fingerprint (source, counts, time span, content hash)."""
+    from features.ingest import LoadResult, fingerprint, load_logs
+
+    if src.kind == "synth":
+        from features.synth import generate
+
+        if src.rows <= 0:
+            raise ValueError(f"--rows must be positive, got {src.rows}")
+        frame = generate(src.rows, seed=src.seed)
+        result = LoadResult(frame, frame.height, frame.height, 0, None, "synth")
+    else:
+        result = load_logs(Path(src.path), source=src.source)
+        if result.rows_used == 0:
+            raise ValueError(f"{src.path}: no usable rows ({result.rows_quarantined} quarantined)")
+    fp = {**fingerprint(result), **src.params()}
+    if result.quarantine_path is not None:
+        fp["quarantine_path"] = str(result.quarantine_path)
+    return result.frame, fp
+
+
+class Reporter:
+    """Progress callbacks; the default reports nothing (tests, benches)."""
+
+    def step(self, name: str) -> None:
+        """Called when a pipeline step starts."""
+
+    def iteration(self, done: int, total: int) -> None:
+        """Called after each boosting round."""
+
+
+@dataclass
+class TrainOutcome:
+    target: Target
+    metrics: dict[str, float]
+    notes: list[str]
+    calibration: CalibrationChoice
+    fit: FitResult
+    bundle: ModelBundle
+    split_info: dict[str, int]
+    version: Any = None  # tracking.RegisteredVersion when registered
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def labels(df: pl.DataFrame) -> np.ndarray:
+    return df.get_column(LABEL).cast(pl.Float64).to_numpy()
+
+
+def window_share(attribution_days: float) -> float:
+    """P(delay <= window | conversion) under the synthetic generator's delay distribution.
+
+    `true_cvr` is the probability of a conversion at any time; the pCVR label only counts those
+    inside the attribution window, so the oracle for that label is true_cvr times this share.
+    """
+    from features.synth_truth import DELAY_MAX_DAYS, DELAY_WITHIN_DAY, DELAY_WITHIN_HOUR
+
+    early = DELAY_WITHIN_HOUR + DELAY_WITHIN_DAY  # all within a day
+    if attribution_days < 1:
+        return early * attribution_days  # rough below a day; windows that short are unusual
+    late = min(math.log(attribution_days) / math.log(DELAY_MAX_DAYS), 1.0)
+    return early + (1 - early) * late
+
+
+def predict(bundle: ModelBundle, window: pl.DataFrame, threads: int = 1) -> np.ndarray:
+    """`bundle.predict_frame` on several threads: LightGBM scores each row on its own, so the
+    values are identical; only the serving path needs the single-thread setting."""
+    raw = bundle.booster.predict(encode_matrix(window, bundle.spec), num_threads=threads)
+    return bundle.calibrator.transform(raw)
+
+
+def score_window(
+    bundle: ModelBundle,
+    window: pl.DataFrame,
+    target: Target,
+    attribution_days: float = 7.0,
+    threads: int = 1,
+) -> tuple[Evaluation, np.ndarray]:
+    """All test metrics of a bundle on a labelled window (used by training and promote)."""
+    p = predict(bundle, window, threads)
+    truth_col = TRUTH[target]
+    truth = None
+    if truth_col in window.columns and window.get_column(truth_col).null_count() == 0:
+        truth = window.get_column(truth_col).to_numpy()
+        if target == "cvr":
+            truth = truth * window_share(attribution_days)
+    channels = window.get_column("channel").to_numpy()
+    return evaluate(labels(window), p, channels=channels, truth=truth), p
+
+
+def split_for(df: pl.DataFrame, cfg: TrainConfig) -> tuple[Split, dict[str, int]]:
+    return make_split(
+        df,
+        cfg.target,
+        train_frac=cfg.train_frac,
+        valid_frac=cfg.valid_frac,
+        attribution_days=cfg.attribution_days,
+    )
+
+
+def fit_bundle(
+    split: Split, cfg: TrainConfig, reporter: Reporter | None = None
+) -> tuple[ModelBundle, FitResult, CalibrationChoice, dict[str, float]]:
+    """Spec on the training window only, LightGBM with early stopping, calibration."""
+    rep = reporter or Reporter()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    rep.step("features")
+    spec: FeatureSpec = fit_spec(split.train, **cfg.section("spec"))
+    valid = split.valid
+    if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
+        valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
+    x_train, x_valid = encode_matrix(split.train, spec), encode_matrix(valid, spec)
+    y_train, y_valid = labels(split.train), labels(valid)
+    timings["features_s"] = time.perf_counter() - t
+    rep.step("fit")
+    fit = fit_booster(x_train, y_train, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration)
+    timings["fit_s"] = fit.seconds
+    del x_train
+    t = time.perf_counter()
+    rep.step("calibrate")
+    raw_valid = fit.booster.predict(x_valid, num_threads=int(cfg.lightgbm["num_threads"]))
+    choice = choose_calibrator(raw_valid, y_valid, cfg.calibration_methods)
+    timings["calibrate_s"] = time.perf_counter() - t
+    meta = {
+        "name": f"bidopt-{cfg.target}",
+        "target": cfg.target,
+        "trained_at": datetime.now(UTC).isoformat(),
+        "best_iteration": fit.best_iteration,
+        "calibration": choice.method,
+        "valid_rows_used": valid.height,
+    }
+    bundle = ModelBundle(booster=fit.booster, spec=spec, calibrator=choice.calibrator, meta=meta)
+    return bundle, fit, choice, timings
+
+
+def train(
+    df: pl.DataFrame,
+    fingerprint: Mapping[str, Any],
+    cfg: TrainConfig,
+    *,
+    reporter: Reporter | None = None,
+    register: bool = True,
+    workdir: Path | None = None,
+) -> TrainOutcome:
+    """Train, evaluate on the test window and (by default) log and register the model."""
+    rep = reporter or Reporter()
+    rep.step("split")
+    t0 = time.perf_counter()
+    split, info = split_for(df, cfg)
+    split_s = time.perf_counter() - t0
+    bundle, fit, choice, timings = fit_bundle(split, cfg, rep)
+    timings["split_s"] = split_s
+    t = time.perf_counter()
+    rep.step("evaluate")
+    threads = int(cfg.lightgbm["num_threads"])
+    evaluation, p_test = score_window(bundle, split.test, cfg.target, cfg.attribution_days, threads)
+    metrics = evaluation.metrics
+    notes = [*choice.notes, *evaluation.notes]
+    timings["evaluate_s"] = time.perf_counter() - t
+    examples = _examples(split.test)
+    meta = {
+        **bundle.meta,
+        "metrics": {k: v for k, v in metrics.items() if np.isfinite(v)},
+        "input_example": examples,
+    }
+    bundle = ModelBundle(bundle.booster, bundle.spec, bundle.calibrator, meta)
+    outcome = TrainOutcome(cfg.target, metrics, notes, choice, fit, bundle, info, timings=timings)
+    if register:
+        rep.step("register")
+        t = time.perf_counter()
+        outcome.version = _register(outcome, fingerprint, cfg, split, p_test, workdir)
+        timings["register_s"] = time.perf_counter() - t
+    return outcome
+
+
+def _examples(test: pl.DataFrame) -> list[dict[str, Any]]:
+    from training.records import request_examples
+
+    return request_examples(test, 5)
+
+
+def _register(
+    outcome: TrainOutcome,
+    fingerprint: Mapping[str, Any],
+    cfg: TrainConfig,
+    split: Split,
+    p_test: np.ndarray,
+    workdir: Path | None,
+) -> Any:
+    from training import plots, tracking
+
+    with tempfile.TemporaryDirectory(prefix="bidopt-train-", dir=workdir) as tmp:
+        root = Path(tmp)
+        bundle_dir = outcome.bundle.save(root / "bundle")
+        files = [
+            plots.calibration_curve(
+                labels(split.test),
+                p_test,
+                root / "calibration_curve.png",
+                f"{cfg.target}: calibration on the test window",
+            ),
+            plots.feature_importance(
+                feature_importance(outcome.bundle.booster),
+                root / "feature_importance.png",
+                f"{cfg.target}: feature importance (gain)",
+            ),
+        ]
+        params: dict[str, Any] = {**cfg.flat(), "target": cfg.target}
+        params |= {
+            "calibration.chosen": outcome.calibration.method,
+            "best_iteration": outcome.fit.best_iteration,
+            "feature_count": len(outcome.bundle.spec.names),
+            "valid_rows_used": outcome.bundle.meta["valid_rows_used"],
+        }
+        params |= {
+            f"calibration.crossfit_logloss_{m}": v for m, v in outcome.calibration.scores.items()
+        }
+        fp = {**fingerprint, **{f"split_{k}": v for k, v in outcome.split_info.items()}}
+        fp |= {
+            "test_start": split.test_start.isoformat(),
+            "valid_start": split.valid_start.isoformat(),
+        }
+        return tracking.log_training(
+            target=cfg.target,
+            params=params,
+            metrics=outcome.metrics,
+            fingerprint=fp,
+            bundle_dir=bundle_dir,
+            input_example=outcome.bundle.meta["input_example"],
+            files=files,
+            notes=outcome.notes,
+        )
