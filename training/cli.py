@@ -217,7 +217,7 @@ def _promote_table(decision: Any) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train ctr|cvr`, `promote` and `quickstart` to the top-level `bidopt` app."""
+    """Add `train ctr|cvr`, `promote`, `quickstart` and `simulate` to the top-level `bidopt` app."""
     train_app = typer.Typer(
         help="Train a calibrated pCTR or pCVR model, log the run and register a version.",
         no_args_is_help=True,
@@ -302,6 +302,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate synthetic logs, train and promote pCTR and pCVR, print what to do next."""
         _quickstart(rows, seed)
+
+    from training.simulate_cli import register_simulate
+
+    register_simulate(app)
 
 
 def _quickstart(rows: int, seed: int) -> None:

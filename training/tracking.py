@@ -249,3 +249,36 @@ def run_params(run_id: str) -> dict[str, str]:
 def run_fingerprint(run_id: str) -> dict[str, Any]:
     params = run_params(run_id)
     return {k[len("data.") :]: v for k, v in params.items() if k.startswith("data.")}
+
+
+def log_simulation(
+    *,
+    params: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    table_csv: Path,
+    plot_png: Path | None,
+    experiment: str = EXPERIMENT,
+    uri: str | None = None,
+) -> str:
+    """One parent run per simulation, a nested run per (strategy, budget fraction).
+
+    Nested runs carry params `strategy` and `budget_fraction` and the replay metrics, so the
+    MLflow UI can compare strategies side by side; the parent holds the table and the plot.
+    """
+    connect(uri)
+    experiment_id = ensure_experiment(experiment)
+    metric_names = ("clicks", "conversions", "wins", "spend", "win_rate", "ecpc", "ecpa", "ctr")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="simulate") as parent:
+        mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+        mlflow.log_artifact(str(table_csv))
+        if plot_png is not None:
+            mlflow.log_artifact(str(plot_png))
+        for row in rows:
+            name = f"{row['strategy']}@{row['budget_fraction']:g}"
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True):
+                mlflow.log_params(
+                    {"strategy": row["strategy"], "budget_fraction": row["budget_fraction"]}
+                )
+                values = {k: float(row[k]) for k in metric_names if k in row}
+                mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)})
+    return parent.info.run_id

@@ -1,0 +1,172 @@
+"""The `simulate` command: replay logged auctions under several strategies and budgets."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_STRATEGIES = "linear,ortb1,ortb2,lagrangian,constant"
+DEFAULT_FRACTIONS = "1/32,1/16,1/8,1/4,1/2"
+
+
+def _plot(table: object, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    assert isinstance(table, pl.DataFrame)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in table["strategy"].unique(maintain_order=True).to_list():
+        part = table.filter(pl.col("strategy") == name).sort("budget_fraction")
+        style = "--" if name.endswith("@truth") else "-"
+        ax.plot(part["budget_fraction"], part["clicks"], style, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("budget fraction of the replayed window's market total")
+    ax.set_ylabel("clicks won")
+    ax.set_title("Replay: clicks against budget (dashed: true probabilities)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def simulate_command(
+    logs: Annotated[
+        Path | None, typer.Option(help="Logs to replay (Parquet/CSV); default: synthetic.")
+    ] = None,
+    rows: Annotated[int, typer.Option(help="Synthetic rows when no --logs.")] = 300_000,
+    seed: Annotated[int, typer.Option(help="Synthetic seed.")] = 0,
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategy names.")] = (
+        DEFAULT_STRATEGIES
+    ),
+    budget_fractions: Annotated[
+        str, typer.Option(help="Comma-separated budget fractions in (0, 1], e.g. 1/16,1/8.")
+    ] = DEFAULT_FRACTIONS,
+    replay_fraction: Annotated[
+        float, typer.Option(help="Latest share of the logs that is replayed; the rest fits.")
+    ] = 0.3,
+    fit_logs: Annotated[
+        Path | None, typer.Option(help="Separate, earlier logs to fit strategies on.")
+    ] = None,
+    pctr_column: Annotated[
+        str | None, typer.Option(help="Take pCTR from this column instead of the ctr model.")
+    ] = None,
+    pcvr_column: Annotated[
+        str | None, typer.Option(help="Take pCVR from this column instead of the cvr model.")
+    ] = None,
+    goal: Annotated[str, typer.Option(help="cpc, cpa, roas or cpm.")] = "cpc",
+    target: Annotated[float, typer.Option(help="The goal's target (CPC, CPA, ROAS, CPM).")] = 1.0,
+    episode_length: Annotated[
+        int | None, typer.Option(help="Split the budget into episodes of N auctions.")
+    ] = None,
+    max_bid: Annotated[float, typer.Option(help="Cap on every bid (CPM).")] = math.inf,
+    alias: Annotated[str, typer.Option(help="Registry alias of the models to score with.")] = (
+        "champion"
+    ),
+) -> None:
+    """Replay the test window in time order under each strategy and budget (iPinYou style),
+    log one MLflow run per simulation with a nested run per (strategy, budget), print a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.cli import _quiet_mlflow, _user_errors  # the package's conventions
+
+    console = Console()
+    with _user_errors():
+        _quiet_mlflow()
+        from training import simulate as sim
+
+        fractions = [f.strip() for f in budget_fractions.split(",") if f.strip()]
+        names = [s.strip() for s in strategies.split(",") if s.strip()]
+        if not names:
+            raise ValueError("--strategies: name at least one strategy")
+        df = _load(logs, rows, seed)
+        fit_df = _load(fit_logs, rows, seed) if fit_logs is not None else None
+        probs = _probabilities(df, pctr_column, pcvr_column, goal, alias)
+        fit_probs = (
+            _probabilities(fit_df, pctr_column, pcvr_column, goal, alias)
+            if fit_df is not None
+            else None
+        )
+        result = sim.simulate(
+            df, probs, strategies=names, fractions=fractions, replay_fraction=replay_fraction,
+            fit_df=fit_df, fit_probs=fit_probs, goal=goal, target=target,
+            episode_length=episode_length, max_bid=max_bid, seed=seed,
+        )  # fmt: skip
+        table = result.table()
+        for w in result.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        out = Table(title=f"Replay of {result.params['replay_auctions']:,} auctions")
+        for col in ("strategy", "budget", "bids", "wins", "clicks", "conv.", "spend", "eCPC"):
+            out.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+        for r in table.iter_rows(named=True):
+            out.add_row(
+                r["strategy"], f"{r['budget_fraction']:.4g}", f"{r['bids']:,}", f"{r['wins']:,}",
+                f"{r['clicks']:.0f}", f"{r['conversions']:.0f}", f"{r['spend']:,.1f}",
+                "-" if r["ecpc"] != r["ecpc"] else f"{r['ecpc']:,.2f}",
+            )  # fmt: skip
+        console.print(out)
+        from training import tracking
+
+        with tempfile.TemporaryDirectory(prefix="bidopt-sim-") as tmp:
+            csv = Path(tmp) / "simulation.csv"
+            table.write_csv(csv)
+            png = _plot(table, Path(tmp) / "clicks_vs_budget.png")
+            run_id = tracking.log_simulation(
+                params=result.params, rows=table.to_dicts(), table_csv=csv, plot_png=png
+            )
+        console.print(f"MLflow run {run_id} (experiment 'bidopt'), nested runs per strategy.")
+
+
+def _load(path: Path | None, rows: int, seed: int) -> object:
+    from training.pipeline import DataSource, load_data
+
+    src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
+    frame, _fp = load_data(src)
+    return frame
+
+
+def _probabilities(
+    df: object, pctr_column: str | None, pcvr_column: str | None, goal: str, alias: str
+) -> object:
+    import polars as pl
+
+    from training import simulate as sim
+
+    assert isinstance(df, pl.DataFrame)
+    needs_cvr = goal in ("cpa", "roas")
+    sources = []
+    if pctr_column:
+        pctr = sim.probability_column(df, pctr_column)
+        sources.append(f"column:{pctr_column}")
+    else:
+        pctr = _model(df, "ctr", alias)
+        sources.append(f"bidopt-ctr@{alias}")
+    pcvr = None
+    if pcvr_column:
+        pcvr = sim.probability_column(df, pcvr_column)
+        sources.append(f"column:{pcvr_column}")
+    elif needs_cvr:
+        pcvr = _model(df, "cvr", alias)
+        sources.append(f"bidopt-cvr@{alias}")
+    return sim.Probabilities(pctr, pcvr, "+".join(sources))
+
+
+def _model(df: object, target: str, alias: str) -> object:
+    from training import tracking
+
+    tracking.connect()
+    name = tracking.MODEL_NAMES[target]
+    bundle = tracking.load_bundle(f"models:/{name}@{alias}")
+    return bundle.predict_frame(df)  # type: ignore[arg-type]
+
+
+def register_simulate(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_command)
