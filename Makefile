@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/bidopt quickstart --rows $(ROWS)
-	$(BIN)/bidopt serve
+	$(BIN)/bidopt serve --campaigns campaigns.example.toml
 
 test: install
 	$(BIN)/ruff check .
