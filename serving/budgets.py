@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from bidding.campaigns import Campaign
-from bidding.pacing import PacingState, even_plan, local_day, new_state, step
+from bidding.pacing import PacingState, PidGains, even_plan, local_day, new_state, step
 from bidding.selection import CampaignState
 from serving.campaign_book import CampaignBook
 from serving.state import InMemoryStore, ResilientStore
@@ -33,6 +33,10 @@ log = logging.getLogger("bidopt.pacing")
 
 TOTAL: Final = "total"
 PLAN: Final = even_plan()
+# Pacing only throttles in the service: a campaign behind plan goes back up to its strategy's own
+# price, never above it. Bidding over the value to catch up buys impressions at a loss, and a
+# service started mid-day (no spend yet, plan already at 30%) would otherwise open at max bid.
+GAINS: Final = PidGains(max_multiplier=1.0)
 
 Store = InMemoryStore | ResilientStore
 
@@ -105,7 +109,7 @@ class BudgetKeeper:
                 0.5 * self.pacing_interval_s
             ):
                 continue
-            stepped = step(state, now, spent, PLAN)
+            stepped = step(state, now, spent, PLAN, GAINS)
             self.store.put_pacing(cid, asdict(stepped))
         self.last_pacing_at = now
 

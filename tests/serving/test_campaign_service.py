@@ -109,8 +109,8 @@ def test_bid_with_only_impressions_uses_every_file_campaign(server: Server) -> N
         {"impressions": [imp(user_segments=["cart_abandoners"])], "campaign_ids": ["web-cpm"]},
     )
     assert (b["campaign_id"], b["rule"]) == ("web-cpm", "cart abandoners")
-    # 2.0 CPM x 1.5 (the rule) x the pacing multiplier (behind plan: >= 1), capped at max_bid
-    assert 3.0 <= b["price"] <= 10.0 and b["expected_value"] == 2.0
+    # 2.0 CPM x 1.5 (the rule) x the pacing multiplier (<= 1: pacing only throttles)
+    assert 0.0 < b["price"] <= 3.0 and b["expected_value"] == 2.0
     [b] = bids(server, {"impressions": [imp()], "campaign_ids": ["video-cpm"]})
     assert (b["bid"], b["reason"]) == (False, "channel_not_targeted")
 
@@ -176,14 +176,19 @@ def test_frequency_cap_from_win_events(server: Server) -> None:
     assert bids(server, other)[0]["bid"] is True
 
 
-def test_pacing_stores_a_multiplier(server: Server) -> None:
+def test_pacing_throttles_a_campaign_ahead_of_plan(server: Server) -> None:
+    """Spend 99% of video-cpm's daily budget at once: far ahead of any plan, so the controller
+    must bid it down. Behind plan it never bids above the strategy's price (multiplier <= 1)."""
+    r = server.client.post("/v1/events", json={"events": [win("pace1", "video-cpm", 990_000.0)]})
+    assert r.status_code == 200
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        multipliers = [c["pacing_multiplier"] for c in campaign_status(server)["campaigns"]]
-        if any(m != 1.0 for m in multipliers):
+        status = {c["id"]: c for c in campaign_status(server)["campaigns"]}
+        if status["video-cpm"]["pacing_multiplier"] < 1.0:
             break
         time.sleep(0.2)
-    assert any(m != 1.0 for m in multipliers), multipliers
+    assert status["video-cpm"]["pacing_multiplier"] < 1.0, status["video-cpm"]
+    assert all(c["pacing_multiplier"] <= 1.0 for c in status.values())
 
 
 def test_invalid_file_refuses_to_start(tmp_path: Path, serving_store: tuple[str, Path]) -> None:
