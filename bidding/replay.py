@@ -169,7 +169,7 @@ def log_values(log: AuctionLog, goal: GoalValue) -> np.ndarray:
     return goal.values(log.pctr, log.pcvr)
 
 
-def _bids(
+def replay_bids(
     strategy: BidStrategy,
     values: np.ndarray,
     log: AuctionLog,
@@ -262,7 +262,7 @@ def replay(
     if n == 0:
         none = np.zeros(0)
         return _summary(strategy.name, budget, log, none, none.astype(bool), none, None)
-    bids = _bids(strategy, values, log, slice(None), max_bid, win_model)
+    bids = replay_bids(strategy, values, log, slice(None), max_bid, win_model)
     won, cost = settle(bids, log.market_price, log.floor, log.first_price)
     if episode_length is None:
         played, hit = budget_stop(cost, budget)
@@ -309,7 +309,9 @@ def replay_paced(
     values = log_values(log, goal)
 
     def bid_fn(sl: slice, multiplier: float, budget_left: float) -> np.ndarray:
-        return _bids(strategy, values[sl], log, sl, max_bid, win_model, multiplier, budget_left)
+        return replay_bids(
+            strategy, values[sl], log, sl, max_bid, win_model, multiplier, budget_left
+        )
 
     run = run_paced(
         log.time, bid_fn, log.market_price, log.floor, log.first_price,

@@ -87,7 +87,7 @@ def load_logs(
     shown = str(path)
     if source != "auto" and source not in ADAPTERS:
         raise LogError(f"{shown}: unknown source {source!r} (known: auto, {', '.join(ADAPTERS)})")
-    raw = _read(path, shown)
+    raw = read_raw(path, shown)
     adapter = ADAPTERS[detect_source(raw.columns) if source == "auto" else source]
     missing = [c for c in adapter.required if c not in raw.columns]
     if missing:
@@ -128,7 +128,7 @@ def load_logs(
     )
 
 
-def _read(path: Path, shown: str) -> pl.DataFrame:
+def read_raw(path: Path, shown: str) -> pl.DataFrame:
     """The file as a frame: Parquet typed, CSV as strings so that bad values survive parsing."""
     if not path.exists():
         raise LogError(f"{shown}: no such file")

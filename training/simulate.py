@@ -23,6 +23,7 @@ from bidding.strategies import strategy_name
 from bidding.winrate import WinRateModel, segment_key
 
 TRUTH_SUFFIX = "@truth"
+MARKET_COLUMNS = ("market_price", "paying_price")
 TABLE_COLUMNS = (
     "strategy", "budget_fraction", "auctions", "bids", "wins", "clicks", "conversions", "spend",
     "ecpc", "ecpa", "ctr", "win_rate", "exhausted_fraction",
@@ -64,9 +65,18 @@ def market_prices(df: pl.DataFrame) -> pl.Series:
     return market.fill_null(pl.select(pl.when(second).then(paid)).to_series())
 
 
+def check_prices(df: pl.DataFrame, what: str = "logs") -> None:
+    """Ingest adds every canonical column, so a log without prices has them all null: that is
+    "no price column" too, and must be said before the win-rate model trips over it."""
+    if all(c not in df.columns or df[c].null_count() == df.height for c in MARKET_COLUMNS):
+        raise SimulationError(
+            f"{what} have no price column (market_price or paying_price): nothing to replay"
+        )
+
+
 def probability_column(df: pl.DataFrame, name: str) -> np.ndarray:
     if name not in df.columns:
-        raise SimulationError(f"--{name.replace('_', '-')}: no column {name!r} in the logs")
+        raise SimulationError(f"probability column {name!r}: not in the logs")
     values = df[name].cast(pl.Float64).to_numpy()
     bad = ~np.isfinite(values) | (values < 0) | (values > 1)
     if bad.any():
@@ -148,6 +158,9 @@ def simulate(
     gv = goal_value(goal, target, value_per_conversion)
     if gv.uses_pcvr and probs.pcvr is None:
         raise SimulationError(f"goal {goal!r} needs pCVR: give --pcvr-column or a cvr model")
+    check_prices(df)
+    if fit_df is not None:
+        check_prices(fit_df, "--fit-logs")
     order = df.with_row_index("_i").sort("event_time", maintain_order=True)
     idx = order["_i"].to_numpy()
     df, pctr = order.drop("_i"), probs.pctr[idx]

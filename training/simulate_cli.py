@@ -80,15 +80,27 @@ def simulate_command(
 
     console = Console()
     with _user_errors():
-        _quiet_mlflow()
-        from training import simulate as sim
-
         fractions = [f.strip() for f in budget_fractions.split(",") if f.strip()]
         names = [s.strip() for s in strategies.split(",") if s.strip()]
         if not names:
             raise ValueError("--strategies: name at least one strategy")
-        df = _load(logs, rows, seed)
-        fit_df = _load(fit_logs, rows, seed) if fit_logs is not None else None
+        if not fractions:
+            raise ValueError("--budget-fractions: give at least one fraction in (0, 1]")
+        from bidding.replay import parse_budget_fraction
+        from bidding.strategies import strategy_name
+
+        for name in names:  # fail on a typo before loading and scoring the logs
+            strategy_name(name)
+        for f in fractions:
+            parse_budget_fraction(f)
+        if episode_length is not None and episode_length <= 0:
+            raise ValueError(f"--episode-length: must be a positive integer, got {episode_length}")
+        _quiet_mlflow()
+        from training import simulate as sim
+
+        extra = (pctr_column, pcvr_column)
+        df = _load(logs, rows, seed, extra)
+        fit_df = _load(fit_logs, rows, seed, extra) if fit_logs is not None else None
         probs = _probabilities(df, pctr_column, pcvr_column, goal, alias)
         fit_probs = (
             _probabilities(fit_df, pctr_column, pcvr_column, goal, alias)
@@ -125,12 +137,42 @@ def simulate_command(
         console.print(f"MLflow run {run_id} (experiment 'bidopt'), nested runs per strategy.")
 
 
-def _load(path: Path | None, rows: int, seed: int) -> object:
+def _load(path: Path | None, rows: int, seed: int, columns: tuple[str | None, ...] = ()) -> object:
     from training.pipeline import DataSource, load_data
 
     src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
-    frame, _fp = load_data(src)
+    frame, fp = load_data(src)
+    wanted = [c for c in columns if c and c not in frame.columns]
+    if path is not None and wanted:
+        frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
     return frame
+
+
+def _attach_columns(path: Path, frame: object, names: list[str], quarantine: str | None) -> object:
+    """Ingest keeps only canonical columns, so a probability column scored elsewhere is read
+    back from the file, row for row, minus the rows ingest quarantined (it keeps file order).
+    A value that is not a number becomes NaN, which `probability_column` then reports."""
+    import polars as pl
+
+    from features.ingest import read_raw
+
+    assert isinstance(frame, pl.DataFrame)
+    raw = read_raw(path, str(path))
+    present = [c for c in names if c in raw.columns]
+    if not present:
+        return frame  # probability_column names the missing column
+    cols = raw.select(pl.col(c).cast(pl.Float64, strict=False) for c in present)
+    if quarantine is not None:
+        q = Path(quarantine)
+        bad = (pl.read_parquet(q) if q.suffix == ".parquet" else pl.read_csv(q))["row_number"]
+        keep = ~pl.int_range(1, raw.height + 1, eager=True).is_in(bad.cast(pl.Int64).implode())
+        cols = cols.filter(keep)
+    if cols.height != frame.height:
+        raise ValueError(
+            f"--logs {path}: cannot line up column(s) {', '.join(present)} with the "
+            f"{frame.height} usable rows ({cols.height} rows after the quarantined ones)"
+        )
+    return frame.with_columns(cols.get_columns())
 
 
 def _probabilities(
