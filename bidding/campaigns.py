@@ -77,6 +77,8 @@ from bidding.targeting import (
 
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _DOMAIN: Final = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+# IAB 1.0 ids (IAB25, IAB25-3) or Content Taxonomy 2.x/3.x ids (483): upper-cased at load
+_CATEGORY: Final = re.compile(r"[A-Z0-9]{1,16}(-[A-Z0-9]{1,16})?")
 
 
 class CampaignError(ValueError):
@@ -92,6 +94,13 @@ def _domain(v: str) -> str:
     if len(d) > 253 or not _DOMAIN.fullmatch(d):
         raise ValueError(f"{v!r} is not a domain name such as 'shop.example.com'")
     return d
+
+
+def _category(v: str) -> str:
+    c = v.strip().upper()
+    if not _CATEGORY.fullmatch(c):
+        raise ValueError(f"{v!r} is not an IAB content category such as 'IAB3' or 'IAB25-3'")
+    return c
 
 
 def _creative_shorthand(v: object) -> object:
@@ -111,6 +120,9 @@ class Creative(BaseModel):
     channels: Annotated[tuple[Channel, ...] | None, Listed] = Field(None, min_length=1)
     adomain: Annotated[str, AfterValidator(_domain)] | None = Field(
         None, description="landing domain (OpenRTB `adomain`)"
+    )
+    categories: Annotated[tuple[Annotated[str, AfterValidator(_category)], ...] | None, Listed] = (
+        Field(None, min_length=1, description="IAB content categories (OpenRTB `cat`)")
     )
 
     _channel_set: frozenset[str] | None = PrivateAttr(None)

@@ -85,6 +85,7 @@ class Slot:
     min_duration: float | None = None
     max_duration: float | None = None
     blocked_adomains: frozenset[str] = frozenset()
+    blocked_categories: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -222,6 +223,7 @@ def prepare(
                     min_duration=slot.min_duration,
                     max_duration=slot.max_duration,
                     blocked_adomains=slot.blocked_adomains,
+                    blocked_categories=slot.blocked_categories,
                 )
             )
         plans.append(Plan(c, fitting, "" if fitting else NO_FITTING_CREATIVE))

@@ -310,6 +310,15 @@ def _domain_blocked(domain: str, blocked: Collection[str]) -> bool:
     return False
 
 
+def _category_blocked(categories: Collection[str], blocked: Collection[str]) -> bool:
+    """bcat "IAB25" blocks "IAB25" and its sub-categories ("IAB25-3"), as exchanges read it."""
+    for b in blocked:
+        b = b.strip().upper()
+        if b and any(c == b or c.startswith(b + "-") for c in categories):
+            return True
+    return False
+
+
 def creative_fits(
     creative: Creative,
     imp_format: str | None,
@@ -319,14 +328,16 @@ def creative_fits(
     min_duration: float | None = None,
     max_duration: float | None = None,
     blocked_adomains: Collection[str] = (),
+    blocked_categories: Collection[str] = (),
 ) -> bool:
-    """Whether `creative` may serve in this slot (OpenRTB imp + badv).
+    """Whether `creative` may serve in this slot (OpenRTB imp + badv + bcat).
 
     What a creative leaves undeclared fits anything (a shorthand creative, `"cr1"`, fits every
     slot). A banner's size must be one of the slot's sizes when both are known; video scales to
     the player, so only its duration is checked against the slot's window. An advertiser domain
     is blocked by an exact `badv` entry or by a parent domain in it (badv "ford.com" blocks
-    "shop.ford.com").
+    "shop.ford.com"); a category by `bcat` naming it or its parent. A creative that declares no
+    categories is not blocked by bcat: declare them for exchanges that enforce it.
     """
     fmt = creative.format
     if fmt is not None and imp_format is not None and fmt != imp_format:
@@ -347,6 +358,12 @@ def creative_fits(
             return False
         if max_duration is not None and d > max_duration:
             return False
+    if (
+        blocked_categories
+        and creative.categories is not None
+        and _category_blocked(creative.categories, blocked_categories)
+    ):
+        return False
     return not (
         blocked_adomains
         and creative.adomain is not None

@@ -190,6 +190,7 @@ class Bid(BaseModel):
     crid: str
     cid: str
     adomain: list[str] = []
+    cat: list[str] = []
     nurl: str | None = None
     w: int | None = None
     h: int | None = None

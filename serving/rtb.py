@@ -2,10 +2,10 @@
 
 An exchange sends a BidRequest; every imp is decided by the same function as /v1/bid
 (`bidder.decide_requests` over `bidding.selection`) against the campaigns file, with the imp's
-format, sizes, video durations and the request's `badv` as creative constraints (`Slot`). The
-answer is a BidResponse, or HTTP 204 with the reason in `X-Bidopt-Nobid-Reason`. A malformed
-BidRequest is a 400 `{"detail", "field"}` (OpenRTB practice; errors.py maps this route's
-validation errors), never a 500.
+format, sizes, video durations and the request's `badv` and `bcat` as creative constraints
+(`Slot`). The answer is a BidResponse, or HTTP 204 with the reason in `X-Bidopt-Nobid-Reason`.
+A malformed BidRequest is a 400 `{"detail", "field"}` (OpenRTB practice; errors.py maps this
+route's validation errors), never a 500.
 
 Deadlines: when `tmax` minus the network margin is below the recent p99 handling time of this
 endpoint (`HandlingTimes`, fed by the app middleware), the answer is an immediate 204
@@ -52,7 +52,7 @@ def no_bid(service: Service, reason: str) -> Response:
     return Response(status_code=204, headers={NOBID_HEADER: reason})
 
 
-def _slot(imp: openrtb.Imp, blocked: frozenset[str]) -> Slot:
+def _slot(imp: openrtb.Imp, blocked: frozenset[str], bcat: frozenset[str]) -> Slot:
     sizes = tuple(imp.banner.sizes()) if imp.banner is not None else ()
     video = imp.video
     return Slot(
@@ -61,6 +61,7 @@ def _slot(imp: openrtb.Imp, blocked: frozenset[str]) -> Slot:
         min_duration=video.minduration if video is not None else None,
         max_duration=video.maxduration if video is not None else None,
         blocked_adomains=blocked,
+        blocked_categories=bcat,
     )
 
 
@@ -99,6 +100,7 @@ async def openrtb_bid(
         return no_bid(service, "no_campaigns")
     now = datetime.now(UTC)
     blocked = frozenset(d.strip().lower() for d in body.badv if d.strip())
+    bcat = frozenset(c.strip().upper() for c in body.bcat if c.strip())
     requests, slots, caps, reasons = [], [], [], []
     for imp, req in zip(body.imp, openrtb.to_impressions(body, now), strict=True):
         if imp.bidfloorcur != account:
@@ -106,7 +108,7 @@ async def openrtb_bid(
             continue
         req["exchange"] = exchange
         caps.append(fill_from_profile(req, service.keeper.store))
-        slots.append(_slot(imp, blocked))
+        slots.append(_slot(imp, blocked, bcat))
         requests.append(req)
     bids: list[dict[str, Any]] = []
     if requests:
@@ -164,6 +166,7 @@ def _bid(
         "crid": creative.id,
         "cid": campaign.id,
         "adomain": [creative.adomain] if creative.adomain else [],
+        "cat": list(creative.categories or ()),
         "nurl": f"{service.settings.win_base_url()}/v1/win?{query}&price={AUCTION_PRICE}",
     }
     if creative.width is not None:

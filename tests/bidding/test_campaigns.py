@@ -185,6 +185,7 @@ format = "banner"
 width = 300
 height = 250
 adomain = "Shop.Acme.example"
+categories = ["iab3-1", "IAB19"]
 
 [[campaigns.creatives]]
 id = "cr2"
@@ -214,6 +215,7 @@ def test_full_campaign_loads_with_defaults_for_old_files():
     assert c.targeting.countries == ("US",) and c.targeting.publisher_block == ("bad.example",)
     assert c.targeting.hours == frozenset(range(18, 24))
     assert c.creatives[0].adomain == "shop.acme.example"
+    assert c.creatives[0].categories == ("IAB3-1", "IAB19")
     assert c.creatives[1].channel_set == frozenset({"ctv"})
     # rules are compiled once, at load: the same object on every access
     assert c.has_rules and c.compiled_rules is c.compiled_rules
@@ -305,6 +307,8 @@ def test_example_file_is_valid_and_uses_every_feature():
         ('format = "banner"', 'format = "gif"', "creatives[0].format: must be 'banner'"),
         ('adomain = "Shop.Acme.example"', 'adomain = "not a domain"', "creatives[0].adomain: "),
         ('channels = ["ctv"]', 'channels = ["radio"]', "creatives[1].channels[0]: unknown channel"),
+        ('"IAB19"]', '"IAB 19"]', "creatives[0].categories[1]: 'IAB 19' is not an IAB content"),
+        ('categories = ["iab3-1", "IAB19"]', "categories = []", "creatives[0].categories: must"),
     ],
 )
 def test_full_schema_errors_name_file_campaign_and_field(old, new, message):

@@ -180,7 +180,14 @@ def test_flight_day_is_the_campaigns_day() -> None:
     assert local_time(ZoneInfo("UTC"), when)[2] < date(2025, 6, 3)
 
 
-BANNER = Creative(id="b", format="banner", width=300, height=250, adomain="Shop.Acme.example")
+BANNER = Creative(
+    id="b",
+    format="banner",
+    width=300,
+    height=250,
+    adomain="Shop.Acme.example",
+    categories="iab25-3",
+)
 VIDEO = Creative(id="v", format="video", duration_s=15, channels=("video", "ctv"))
 NATIVE = Creative(id="n", format="native", channels="app")
 ANY = Creative(id="x")
@@ -197,6 +204,10 @@ ANY = Creative(id="x")
         (BANNER, ("banner", None, "web"), {"blocked_adomains": ["acme.example"]}, False),
         (BANNER, ("banner", None, "web"), {"blocked_adomains": {"shop.acme.example"}}, False),
         (BANNER, ("banner", None, "web"), {"blocked_adomains": ["me.example"]}, True),
+        (BANNER, ("banner", None, "web"), {"blocked_categories": ["IAB25"]}, False),  # parent
+        (BANNER, ("banner", None, "web"), {"blocked_categories": {"IAB25-3"}}, False),
+        (BANNER, ("banner", None, "web"), {"blocked_categories": ["IAB2", "IAB25-30"]}, True),
+        (ANY, ("banner", None, "web"), {"blocked_categories": ["IAB25"]}, True),  # undeclared
         (VIDEO, ("video", [(640, 480)], "video"), {"min_duration": 5, "max_duration": 30}, True),
         (VIDEO, ("video", None, "ctv"), {"min_duration": 15, "max_duration": 15}, True),
         (VIDEO, ("video", None, "video"), {"max_duration": 10}, False),

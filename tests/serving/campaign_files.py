@@ -17,6 +17,7 @@ format = "banner"
 width = 300
 height = 250
 adomain = "blocked-brand.example"
+categories = ["IAB25-2"]
 [[campaigns.creatives]]
 id = "web-cr"
 format = "banner"

@@ -65,6 +65,20 @@ def test_banner_site(server: Server) -> None:
     assert not set(bid["adomain"]) & set(req["badv"])
 
 
+def test_bcat_blocks_a_creative_by_its_parent_category(server: Server) -> None:
+    """Only the 300x250 slot is offered and badv is lifted: the one creative that fits is then
+    "blocked-cr", whose category IAB25-2 sits under the request's bcat IAB25."""
+    req = fixture("banner-site.json")
+    req["imp"][0]["banner"]["format"] = [{"w": 300, "h": 250}]
+    req["badv"] = []
+    r = server.client.post("/openrtb2/bid", json=req)
+    assert r.status_code == 204, r.text
+    assert r.headers[NOBID] == "no_fitting_creative"
+    req["bcat"] = ["IAB26"]
+    bid = only_bid(server.client.post("/openrtb2/bid", json=req), req)
+    assert (bid["crid"], bid["cat"]) == ("blocked-cr", ["IAB25-2"])
+
+
 def test_video_site_second_price_with_segments(server: Server) -> None:
     req = fixture("video-site-second-price.json")
     bid = only_bid(server.client.post("/openrtb2/bid", json=req), req)
