@@ -1,7 +1,10 @@
 """Fitting strategy parameters on a training window (pure; arrays in, a strategy out).
 
-Every fit replays the training window through `strategies.bid_array` and `auction.settle`, the
-same functions serving and replay use, so a fitted parameter means the same thing everywhere:
+Every fit replays the training window through `auction.settle` and the bid function the replay
+uses (`bids`: by default `strategies.bid_array` with the window's floors and max bid; the replay
+passes its own, which shades first-price auctions on the win-rate curve), so a fitted parameter
+means the same thing everywhere. A fit that ignored shading would solve lambda for unshaded
+first-price payments and then underspend the budget in replay:
 
 - constant, random, linear: the bid level that wins the most clicks under the budget (ties: the
   cheaper), on a geometric grid, as in the iPinYou benchmark;
@@ -36,6 +39,15 @@ from bidding.strategies import (
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
+BidFn = Callable[[BidStrategy, np.ndarray], np.ndarray]
+"""(strategy, per-auction values) -> the bids on the training window, in the replay's way."""
+
+
+def _bidder(bids: BidFn | None, floor: np.ndarray, max_bid: float) -> BidFn:
+    if bids is not None:
+        return bids
+    return lambda strategy, values: bid_array(strategy, values, floor=floor, max_bid=max_bid)
+
 
 def _inputs(
     market: np.ndarray, floor: np.ndarray | None, first_price: np.ndarray | None
@@ -49,18 +61,18 @@ def _inputs(
 
 
 def _spend(
+    bid: BidFn,
     strategy: BidStrategy,
     values: np.ndarray,
     m: np.ndarray,
     f: np.ndarray,
     fp: np.ndarray,
-    max_bid: float,
 ) -> float:
-    bids = bid_array(strategy, values, floor=f, max_bid=max_bid)
-    return float(settle(bids, m, f, fp)[1].sum())
+    return float(settle(bid(strategy, values), m, f, fp)[1].sum())
 
 
 def _score(
+    bid: BidFn,
     strategy: BidStrategy,
     values: np.ndarray,
     m: np.ndarray,
@@ -68,11 +80,9 @@ def _score(
     fp: np.ndarray,
     clicks: np.ndarray,
     budget: float,
-    max_bid: float,
 ) -> tuple[float, float, float]:
     """(clicks, value won, -spend) under the budget: compared in that order."""
-    bids = bid_array(strategy, values, floor=f, max_bid=max_bid)
-    won, cost = settle(bids, m, f, fp)
+    won, cost = settle(bid(strategy, values), m, f, fp)
     played, _ = budget_stop(cost, budget)
     w = won[:played]
     return (
@@ -83,6 +93,7 @@ def _score(
 
 
 def _best_on_grid(
+    bid: BidFn,
     make: Callable[[float], BidStrategy],
     grid: np.ndarray,
     values: np.ndarray,
@@ -91,12 +102,11 @@ def _best_on_grid(
     fp: np.ndarray,
     clicks: np.ndarray,
     budget: float,
-    max_bid: float,
 ) -> BidStrategy:
     """Most clicks; on sparse logs many bids tie on clicks, so then the most value won (the
     model's expected clicks; for value-blind strategies, wins), then the least spend."""
     scored = [
-        (_score(make(float(x)), values, m, f, fp, clicks, budget, max_bid), float(x)) for x in grid
+        (_score(bid, make(float(x)), values, m, f, fp, clicks, budget), float(x)) for x in grid
     ]
     best = max(scored, key=lambda t: t[0])
     return make(best[1])
@@ -117,12 +127,14 @@ def fit_constant_bid(
     first_price: np.ndarray | None = None,
     max_bid: float = math.inf,
     grid_size: int = 48,
+    bids: BidFn | None = None,
 ) -> Constant:
     m, f, fp = _inputs(market, floor, first_price)
     ones = np.ones(m.shape)
     c = np.asarray(clicks, dtype=np.float64)
     grid = _price_grid(m, grid_size)
-    return _best_on_grid(Constant, grid, ones, m, f, fp, c, budget, max_bid)  # type: ignore[return-value]
+    bid = _bidder(bids, f, max_bid)
+    return _best_on_grid(bid, Constant, grid, ones, m, f, fp, c, budget)  # type: ignore[return-value]
 
 
 def fit_random_bid(
@@ -135,6 +147,7 @@ def fit_random_bid(
     max_bid: float = math.inf,
     grid_size: int = 24,
     seed: int = 0,
+    bids: BidFn | None = None,
 ) -> RandomBid:
     m, f, fp = _inputs(market, floor, first_price)
     c = np.asarray(clicks, dtype=np.float64)
@@ -143,7 +156,8 @@ def fit_random_bid(
     def make(x: float) -> BidStrategy:
         return RandomBid(0.0, x, seed)
 
-    return _best_on_grid(make, grid, np.ones(m.shape), m, f, fp, c, budget, max_bid)  # type: ignore[return-value]
+    bid = _bidder(bids, f, max_bid)
+    return _best_on_grid(bid, make, grid, np.ones(m.shape), m, f, fp, c, budget)  # type: ignore[return-value]
 
 
 def fit_linear_base_bid(
@@ -156,6 +170,7 @@ def fit_linear_base_bid(
     first_price: np.ndarray | None = None,
     max_bid: float = math.inf,
     grid_size: int = 48,
+    bids: BidFn | None = None,
 ) -> Linear:
     """Base bid maximising clicks under the budget; avg value is the window's mean value."""
     m, f, fp = _inputs(market, floor, first_price)
@@ -169,7 +184,8 @@ def fit_linear_base_bid(
         return Linear(x, avg)
 
     grid = _price_grid(m, grid_size)
-    return _best_on_grid(make, grid, v, m, f, fp, c, budget, max_bid)  # type: ignore[return-value]
+    bid = _bidder(bids, f, max_bid)
+    return _best_on_grid(bid, make, grid, v, m, f, fp, c, budget)  # type: ignore[return-value]
 
 
 def empirical_win_curve(market: np.ndarray, points: int = 99) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +237,7 @@ def _solve_lambda(spend: Callable[[float], float], budget: float, lo: float, hi:
             lo = mid
         else:
             hi = mid
-        if hi / lo < 1.0 + 1e-6:
+        if hi / lo < 1.0 + 1e-4:  # spend within ~0.01%: finer only costs replays
             break
     return hi  # the side that does not overspend
 
@@ -236,17 +252,19 @@ def fit_ortb(
     first_price: np.ndarray | None = None,
     max_bid: float = math.inf,
     win_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    bids: BidFn | None = None,
 ) -> Ortb1 | Ortb2:
     """c from the win curve (default: the window's empirical one), then lambda for the budget."""
     if kind not in ("ortb1", "ortb2"):
         raise ValueError(f"kind: must be 'ortb1' or 'ortb2', got {kind!r}")
     m, f, fp = _inputs(market, floor, first_price)
     v = np.asarray(values, dtype=np.float64)
-    bids, win = win_curve if win_curve is not None else empirical_win_curve(m)
-    keep = np.asarray(bids) > 0
-    c = fit_win_function_c(np.asarray(bids)[keep], np.asarray(win)[keep], kind)
+    points, win = win_curve if win_curve is not None else empirical_win_curve(m)
+    keep = np.asarray(points) > 0
+    c = fit_win_function_c(np.asarray(points)[keep], np.asarray(win)[keep], kind)
     cls = Ortb1 if kind == "ortb1" else Ortb2
-    lam = _solve_lambda(lambda x: _spend(cls(c, x), v, m, f, fp, max_bid), budget, 1e-15, 1e15)
+    bid = _bidder(bids, f, max_bid)
+    lam = _solve_lambda(lambda x: _spend(bid, cls(c, x), v, m, f, fp), budget, 1e-15, 1e15)
     return cls(c, lam)
 
 
@@ -258,13 +276,15 @@ def fit_lagrangian_lambda(
     floor: np.ndarray | None = None,
     first_price: np.ndarray | None = None,
     max_bid: float = math.inf,
+    bids: BidFn | None = None,
 ) -> Lagrangian:
     """lambda >= 0 with value / (1 + lambda) spending the budget; 0 when bidding value fits."""
     m, f, fp = _inputs(market, floor, first_price)
     v = np.asarray(values, dtype=np.float64)
+    bid = _bidder(bids, f, max_bid)
 
     def spend(lam: float) -> float:
-        return _spend(Lagrangian(lam), v, m, f, fp, max_bid)
+        return _spend(bid, Lagrangian(lam), v, m, f, fp)
 
     if spend(0.0) <= budget:
         return Lagrangian(0.0)
@@ -283,10 +303,11 @@ def fit_strategy(
     max_bid: float = math.inf,
     seed: int = 0,
     win_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    bids: BidFn | None = None,
 ) -> BidStrategy:
     """Fit any strategy by name on the training window (`budget` is that window's budget)."""
     key = strategy_name(name)
-    kw = {"floor": floor, "first_price": first_price, "max_bid": max_bid}
+    kw = {"floor": floor, "first_price": first_price, "max_bid": max_bid, "bids": bids}
     if key == "value":
         return Value()
     if key == "constant":

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import cached_property
 
 import numpy as np
 
@@ -50,6 +51,16 @@ class AuctionLog:
 
     def __len__(self) -> int:
         return int(self.pctr.shape[0])
+
+    @cached_property
+    def shading_groups(self) -> tuple[list[str], np.ndarray]:
+        """(segment keys, per-auction index into them; -1 for second price), computed once:
+        fitting calls the bid function a hundred times per strategy, and grouping string keys
+        on every call cost more than the shading itself."""
+        first = np.asarray(self.first_price, dtype=bool)
+        seg = np.full(first.shape, POOLED) if self.segment is None else np.asarray(self.segment)
+        keys, codes = np.unique(seg, return_inverse=True)
+        return keys.tolist(), np.where(first, codes.reshape(-1), -1)
 
     def split(self, replay_fraction: float) -> tuple[AuctionLog, AuctionLog]:
         """(fit window, replay window): the replayed part is the latest `replay_fraction`."""
@@ -183,13 +194,13 @@ def replay_bids(
     floor = log.floor[sl]
     kw = {"max_bid": max_bid, "multiplier": multiplier, "budget_left": budget_left}
     out = bid_array(strategy, values, floor=floor, **kw)  # type: ignore[arg-type]
-    first = log.first_price[sl]
-    if win_model is None or not first.any():
+    if win_model is None or not log.first_price[sl].any():
         return out
-    seg = np.full(first.shape, POOLED) if log.segment is None else log.segment[sl]
-    for key in np.unique(seg[first]).tolist():
-        idx = np.flatnonzero(first & (seg == key))
-        curve = win_model.curve(key)
+    keys, all_codes = log.shading_groups
+    codes = all_codes[sl]
+    for code in np.unique(codes[codes >= 0]).tolist():
+        idx = np.flatnonzero(codes == code)
+        curve = win_model.curve(keys[code])
         out[idx] = bid_array(strategy, values[idx], floor=floor[idx], curve=curve, **kw)  # type: ignore[arg-type]
     return out
 
@@ -336,7 +347,9 @@ def replay_grid(
     seed: int = 0,
 ) -> list[tuple[str, float, BidStrategy, ReplayResult]]:
     """The simulate command's core: per (strategy, budget fraction), fit on `fit_log` with that
-    fraction of its market total, replay `replay_log` with the same fraction of its own.
+    fraction of its market total, replay `replay_log` with the same fraction of its own. The fit
+    bids exactly as the replay does (`replay_bids`, shading included), so lambdas solved for the
+    fit window's budget spend it in replay too.
 
     Names and fractions are all checked before any work. Returns (name, fraction, fitted
     strategy, result) rows.
@@ -344,13 +357,17 @@ def replay_grid(
     names = [strategy_name(s) for s in strategies]
     fracs = [parse_budget_fraction(f) for f in fractions]
     fit_values = log_values(fit_log, goal)
+
+    def fit_bids(strategy: BidStrategy, values: np.ndarray) -> np.ndarray:
+        return replay_bids(strategy, values, fit_log, slice(None), max_bid, win_model)
+
     rows = []
     for name in names:
         for frac in fracs:
             strat = fit_strategy(
                 name, fit_values, fit_log.market_price, fit_log.click,
                 window_budget(fit_log, frac), floor=fit_log.floor,
-                first_price=fit_log.first_price, max_bid=max_bid, seed=seed,
+                first_price=fit_log.first_price, max_bid=max_bid, seed=seed, bids=fit_bids,
             )  # fmt: skip
             res = replay(
                 replay_log, strat, window_budget(replay_log, frac), goal, max_bid=max_bid,

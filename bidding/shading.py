@@ -165,10 +165,18 @@ def shade_array(
             inside = (loa[rows] <= b) & (b <= hia[rows])
             out[act[rows]] = np.where((f > 0.0) & inside, b, 0.0)
             full[rows] = (f > 0.0) & ~inside
+    # The floor or max bid excludes the unconstrained optimum: scan the pieces that overlap
+    # [lo, hi] (as `shade` does), rows sorted by that count so a chunk pads to similar widths.
     rows = np.flatnonzero(full)
+    f0 = np.maximum(np.searchsorted(p.np_left, loa[rows], side="right") - 1, 0)
+    f1 = np.minimum(np.searchsorted(p.np_left, hia[rows], side="left"), last)
+    order = np.argsort(f1 - f0, kind="stable")
+    rows, f0, f1 = rows[order], f0[order], f1[order]
     for start in range(0, rows.size, _CHUNK):
-        r = rows[start : start + _CHUNK]
-        j = np.broadcast_to(np.arange(last + 1), (r.size, last + 1))
+        sl = slice(start, start + _CHUNK)
+        r, lo_j, hi_j = rows[sl], f0[sl], f1[sl]
+        j = lo_j[:, None] + np.arange(int((hi_j - lo_j).max()) + 1)
+        j = np.where(j <= hi_j[:, None], j, -1)
         b, f, _ = _eval(va[r], loa[r], hia[r], j, p)
         out[act[r]] = np.where(f > 0.0, b, 0.0)
     return out

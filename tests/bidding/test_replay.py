@@ -177,3 +177,24 @@ def test_replay_grid_fits_on_the_fit_window_and_beats_baselines():
     assert fit_spend == pytest.approx(window_budget(fit, 1 / 8), rel=1e-3)
     clicks = {k: v[1].clicks for k, v in by.items()}
     assert max(clicks["lagrangian"], clicks["ortb1"]) > max(clicks["constant"], clicks["random"])
+
+
+def test_replay_grid_fits_lambda_with_the_shading_the_replay_applies():
+    """Fitted on unshaded first-price payments, lambda would leave most of the budget unspent
+    once the replay shades those bids; the fit bids as the replay does, so spend meets budget."""
+    s = synthetic_auctions(60_000, seed=9, first_price_share=0.7)
+    fit, test = s.log.split(0.3)
+    rng = np.random.default_rng(1)
+    model = WinRateModel(min_segment_size=500).fit(
+        fit.market_price * np.exp(rng.normal(0, 0.3, len(fit))),
+        np.ones(len(fit), bool),
+        fit.market_price,
+        np.full(len(fit), "second"),
+        segment=fit.segment,
+    )
+    rows = replay_grid(fit, test, ["lagrangian", "ortb1"], ["1/8"], CPC, win_model=model)
+    for name, _, strat, _ in rows:
+        spent = replay(fit, strat, math.inf, CPC, win_model=model).spend
+        assert spent == pytest.approx(window_budget(fit, 1 / 8), rel=1e-3), name
+        unshaded = replay(fit, strat, math.inf, CPC).spend
+        assert unshaded > 1.1 * spent, (name, unshaded, spent)  # shading mattered here
