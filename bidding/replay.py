@@ -48,6 +48,9 @@ class AuctionLog:
     pcvr: np.ndarray | None = None
     segment: np.ndarray | None = None  # str keys for the win-rate model (winrate.segment_key)
     time: np.ndarray | None = None  # seconds, non-decreasing
+    # Known click probability per auction (synthetic logs' true_ctr): clicks in expectation,
+    # free of the Bernoulli noise that makes realised clicks of small budgets jumpy.
+    expected_click: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.pctr.shape[0])
@@ -76,7 +79,7 @@ class AuctionLog:
         return AuctionLog(
             self.pctr[sl], self.market_price[sl], self.click[sl], self.conversion[sl],
             self.first_price[sl], self.floor[sl], cut(self.pcvr), cut(self.segment),
-            cut(self.time),
+            cut(self.time), cut(self.expected_click),
         )  # fmt: skip
 
 
@@ -123,6 +126,7 @@ def make_log(
     floor: object | None = None,
     segment: object | None = None,
     time: object | None = None,
+    expected_click: object | None = None,
 ) -> AuctionLog:
     """Check and convert replay columns; every problem names the column and the first bad row.
 
@@ -153,8 +157,9 @@ def make_log(
         t = t.astype(np.float64)
         _refuse("time", ~np.isfinite(t), t, "are missing")
         _refuse("time", np.concatenate([[False], np.diff(t) < 0]), t, "go back in time")
+    e = None if expected_click is None else _probability("expected_click", expected_click, n)
     return AuctionLog(
-        p, m, _counts("click", click, n), _counts("conversion", conversion, n), at, f, q, seg, t
+        p, m, _counts("click", click, n), _counts("conversion", conversion, n), at, f, q, seg, t, e
     )
 
 
@@ -223,6 +228,7 @@ class ReplayResult:
     exhausted_fraction: float | None  # exhausted_at / auctions
     episodes: int = 1
     episodes_exhausted: int = 0
+    expected_clicks: float | None = None  # sum of known click probabilities over the wins
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -246,12 +252,13 @@ def _summary(
     n = len(log)
     nb, nw = int((bids > 0).sum()), int(won.sum())
     clicks = float(log.click[won].sum())
+    expected = None if log.expected_click is None else float(log.expected_click[won].sum())
     conv = float(log.conversion[won].sum())
     spend = float(cost.sum())
     return ReplayResult(
         name, budget, n, nb, nw, clicks, conv, spend, _ratio(spend, clicks), _ratio(spend, conv),
         _ratio(clicks, nw), _ratio(nw, nb), exhausted_at,
-        None if exhausted_at is None else exhausted_at / n, episodes, episodes_exhausted,
+        None if exhausted_at is None else exhausted_at / n, episodes, episodes_exhausted, expected,
     )  # fmt: skip
 
 

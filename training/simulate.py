@@ -26,7 +26,7 @@ TRUTH_SUFFIX = "@truth"
 MARKET_COLUMNS = ("market_price", "paying_price")
 TABLE_COLUMNS = (
     "strategy", "budget_fraction", "auctions", "bids", "wins", "clicks", "conversions", "spend",
-    "ecpc", "ecpa", "ctr", "win_rate", "exhausted_fraction",
+    "ecpc", "ecpa", "ctr", "win_rate", "exhausted_fraction", "expected_clicks",
 )  # fmt: skip
 
 
@@ -104,6 +104,7 @@ def _auction_log(df: pl.DataFrame, pctr: np.ndarray, pcvr: np.ndarray | None) ->
         floor=df["floor_price"].to_numpy() if "floor_price" in df.columns else None,
         segment=np.asarray(segment),
         time=df["event_time"].to_numpy(),
+        expected_click=df["true_ctr"].to_numpy() if "true_ctr" in df.columns else None,
     )
 
 

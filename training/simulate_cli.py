@@ -116,14 +116,19 @@ def simulate_command(
         for w in result.warnings:
             console.print(f"[yellow]warning:[/] {w}")
         out = Table(title=f"Replay of {result.params['replay_auctions']:,} auctions")
-        for col in ("strategy", "budget", "bids", "wins", "clicks", "conv.", "spend", "eCPC"):
+        truth = table["expected_clicks"].is_not_null().any()
+        cols = ["strategy", "budget", "bids", "wins", "clicks", "conv.", "spend", "eCPC"]
+        for col in [*cols, "exp. clicks"] if truth else cols:
             out.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
         for r in table.iter_rows(named=True):
-            out.add_row(
+            cells = [
                 r["strategy"], f"{r['budget_fraction']:.4g}", f"{r['bids']:,}", f"{r['wins']:,}",
                 f"{r['clicks']:.0f}", f"{r['conversions']:.0f}", f"{r['spend']:,.1f}",
                 "-" if r["ecpc"] != r["ecpc"] else f"{r['ecpc']:,.2f}",
-            )  # fmt: skip
+            ]  # fmt: skip
+            if truth:
+                cells.append(f"{r['expected_clicks']:.1f}")
+            out.add_row(*cells)
         console.print(out)
         from training import tracking
 

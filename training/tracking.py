@@ -267,7 +267,10 @@ def log_simulation(
     """
     connect(uri)
     experiment_id = ensure_experiment(experiment)
-    metric_names = ("clicks", "conversions", "wins", "spend", "win_rate", "ecpc", "ecpa", "ctr")
+    metric_names = (
+        "clicks", "conversions", "wins", "spend", "win_rate", "ecpc", "ecpa", "ctr",
+        "expected_clicks",
+    )  # fmt: skip
     with mlflow.start_run(experiment_id=experiment_id, run_name="simulate") as parent:
         mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
         mlflow.log_artifact(str(table_csv))
@@ -279,6 +282,6 @@ def log_simulation(
                 mlflow.log_params(
                     {"strategy": row["strategy"], "budget_fraction": row["budget_fraction"]}
                 )
-                values = {k: float(row[k]) for k in metric_names if k in row}
+                values = {k: float(row[k]) for k in metric_names if row.get(k) is not None}
                 mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)})
     return parent.info.run_id

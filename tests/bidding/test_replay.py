@@ -198,3 +198,19 @@ def test_replay_grid_fits_lambda_with_the_shading_the_replay_applies():
         assert spent == pytest.approx(window_budget(fit, 1 / 8), rel=1e-3), name
         unshaded = replay(fit, strat, math.inf, CPC).spend
         assert unshaded > 1.1 * spent, (name, unshaded, spent)  # shading mattered here
+
+
+def test_expected_clicks_sum_the_known_probabilities_over_the_wins():
+    log = make_log(
+        pctr=[0.1, 0.2, 0.3],
+        market_price=[1.0, 5.0, 1.0],
+        click=[1, 0, 0],
+        expected_click=[0.25, 0.5, 0.125],
+    )
+    r = replay(log, Constant(2.0), math.inf, CPC)  # wins rows 0 and 2
+    assert (r.wins, r.clicks, r.expected_clicks) == (2, 1.0, 0.375)
+    assert replay(log.take(slice(1, 3)), Constant(2.0), math.inf, CPC).expected_clicks == 0.125
+    without = make_log(pctr=[0.1], market_price=[1.0], click=[0])
+    assert replay(without, Constant(2.0), math.inf, CPC).expected_clicks is None
+    with pytest.raises(ValueError, match=r"^expected_click: 1 value\(s\) outside \[0, 1\]"):
+        make_log(pctr=[0.1], market_price=[1.0], click=[0], expected_click=[1.5])

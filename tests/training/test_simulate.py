@@ -28,7 +28,9 @@ SHARED = Path(
 )
 IPINYOU_2259 = SHARED / "ipinyou_2259_logs" / "train.log.tsv.gz"
 LIN_ONE_EIGHTH = ("--strategies", "lin", "--budget-fractions", "1/8")
-METRICS = ("clicks", "conversions", "wins", "spend", "win_rate", "ecpc", "ecpa", "ctr")
+METRICS = (
+    "clicks", "conversions", "wins", "spend", "win_rate", "ecpc", "ecpa", "ctr", "expected_clicks",
+)  # fmt: skip
 
 
 def simulate(args: list[object], cwd: Path, uri: str) -> subprocess.CompletedProcess[str]:
@@ -130,6 +132,8 @@ def test_simulate_logs_parent_and_nested_runs(tmp_path: Path, mlflow_uri: str) -
         for name in ("clicks", "conversions", "wins", "spend", "win_rate", "ctr"):
             assert name in metrics, (key, name)
         assert metrics["clicks"] > 0 and "ecpc" in metrics
+        # synthetic logs: clicks in expectation (true_ctr over the wins) near the realised ones
+        assert metrics["expected_clicks"] == pytest.approx(metrics["clicks"], rel=0.5), key
     assert any(r["strategy"].endswith("@truth") for r in rows)
 
 
