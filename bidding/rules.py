@@ -19,6 +19,7 @@ caller resolves once per impression (`RuleContext`).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
@@ -277,6 +278,13 @@ def parse_ip(ip: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     """The request's (already anonymised) IP for `RuleContext`; unparseable means unknown."""
     if not isinstance(ip, str):
         return None
+    return _parse_ip(ip)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Anonymised IPs repeat (one per /24 or /48), and parsing one costs more than the rules
+    that use it: a bounded cache of immutable address objects."""
     try:
         return ipaddress.ip_address(ip)
     except ValueError:

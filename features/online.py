@@ -13,14 +13,7 @@ from typing import Any
 import numpy as np
 
 from features.spec import FeatureSpec
-from features.transforms import (
-    MISSING,
-    category_code,
-    hour_of,
-    numeric,
-    slot_size,
-    weekday_of,
-)
+from features.transforms import MISSING, as_utc, slot_size
 
 
 class OnlineEncoder:
@@ -48,20 +41,29 @@ class OnlineEncoder:
         self.column_index = {f.name: i for i, f in enumerate(spec.features)}
 
     def encode_list(self, req: Mapping[str, Any]) -> list[float]:
-        """Encode one request; absent fields count as missing, as a null column would."""
+        """Encode one request; absent fields count as missing, as a null column would.
+
+        `category_code` and `numeric` are inlined (the hot path calls them dozens of times per
+        request); tests/features/test_parity.py holds this loop to those definitions."""
         row = [0.0] * self.width
         get = req.get
         size = slot_size(get("slot_width"), get("slot_height"))
         for i, src, index in self._cats:
             value = size if src == "slot_size" else get(src)
-            row[i] = category_code(value, index)
+            if value is None:
+                row[i] = MISSING
+            else:
+                row[i] = float(index.get(value if type(value) is str else str(value), 0))
         for i, src in self._nums:
-            row[i] = numeric(get(src))
+            value = get(src)
+            row[i] = MISSING if value is None else float(value)
         ts: datetime | None = get("event_time")
-        for i in self._hour:
-            row[i] = hour_of(ts)
-        for i in self._weekday:
-            row[i] = weekday_of(ts)
+        if self._hour or self._weekday:
+            utc = None if ts is None else as_utc(ts)
+            for i in self._hour:
+                row[i] = MISSING if utc is None else float(utc.hour)
+            for i in self._weekday:
+                row[i] = MISSING if utc is None else float(utc.weekday())
         segments = get("user_segments")
         if segments:
             for s in segments:

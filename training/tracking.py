@@ -228,14 +228,15 @@ def set_alias(target: Target, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(MODEL_NAMES[target], alias, version)
 
 
-def load_bundle(model_uri: str, dst: Path | None = None) -> ModelBundle:
-    """Download a registered model (e.g. `models:/bidopt-ctr@champion`) and load its bundle."""
-    dst = Path(dst or tempfile.mkdtemp(prefix="bidopt-model-"))
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst))
-    except MlflowException as e:
-        raise TrackingError(f"{model_uri}: cannot download ({e.message})") from None
-    return ModelBundle.load(Path(local) / "artifacts" / pyfunc_model.BUNDLE_ARTIFACT)
+def load_bundle(model_uri: str) -> ModelBundle:
+    """Download a registered model (e.g. `models:/bidopt-ctr@champion`) and load its bundle;
+    the download is deleted afterwards (ModelBundle.load reads every file into memory)."""
+    with tempfile.TemporaryDirectory(prefix="bidopt-model-") as dst:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
+        except MlflowException as e:
+            raise TrackingError(f"{model_uri}: cannot download ({e.message})") from None
+        return ModelBundle.load(Path(local) / "artifacts" / pyfunc_model.BUNDLE_ARTIFACT)
 
 
 def run_params(run_id: str) -> dict[str, str]:
