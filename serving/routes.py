@@ -101,6 +101,18 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
+def hot_state(request: Request) -> tuple[Service, Predictor]:
+    """`get_service` and `get_predictor` without FastAPI's dependency solving, whose cost per
+    request (bench/serve_load.py, py-spy) was a third of the bid itself: the per-impression
+    endpoints call this instead. The predictor is read once, as in `get_predictor`."""
+    state = request.app.state
+    holder: ModelHolder = state.holder
+    current = holder.current
+    if current is None:
+        raise NotReady(holder.not_ready_reason)
+    return state.service, current
+
+
 def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
@@ -112,7 +124,8 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     summary="pCTR and pCVR for 1..N impressions",
     tags=["scoring"],
 )
-async def predict(body: PredictRequest, predictor: PredictorDep, service: ServiceDep) -> Response:
+async def predict(body: PredictRequest, request: Request) -> Response:
+    service, predictor = hot_state(request)
     settings, metrics = service.settings, service.metrics
     n = len(body.impressions)
     if n > settings.max_impressions:
@@ -144,7 +157,8 @@ async def predict(body: PredictRequest, predictor: PredictorDep, service: Servic
     "their strategy, pacing and daily budget.",
     tags=["scoring"],
 )
-async def bid(body: BidRequest, predictor: PredictorDep, service: ServiceDep) -> Response:
+async def bid(body: BidRequest, request: Request) -> Response:
+    service, predictor = hot_state(request)
     settings, metrics = service.settings, service.metrics
     n = len(body.impressions)
     if n > settings.max_impressions:
