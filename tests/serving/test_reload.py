@@ -157,6 +157,12 @@ def test_unreachable_registry_is_reported_and_retried(tmp_path: Path) -> None:
         )
         r = client.post("/v1/predict", json={"impressions": [IMP]})
         assert r.status_code == 503 and r.json()["detail"].startswith("models not loaded")
+        imp = {**IMP, "impression_id": "i1", "floor_price": 0.1, "auction_type": "second"}
+        cmp = {"campaign_id": "c", "goal": "cpm", "target": 1.0, "max_bid": 2.0}
+        r = client.post(
+            "/v1/bid", json={"impressions": [imp], "campaigns": [cmp | {"creative_ids": ["cr"]}]}
+        )
+        assert r.status_code == 503 and r.json()["detail"].startswith("models not loaded"), r.text
         assert client.post("/admin/reload").status_code == 403  # no key configured
         assert "bidopt_registry_errors_total 1.0" in client.get("/metrics").text
     assert not missing.parent.exists()  # nothing created where the store was expected
