@@ -451,8 +451,7 @@ def main() -> None:
         f"in process: per impression p50 {ip['per_imp_p50_us']:.1f} µs, "
         f"p99 {ip['per_imp_p99_us']:.1f} µs; "
         f"bare Booster.predict one row {ip['booster_predict_p50_us']:.1f} µs; the whole decision "
-        f"(encode, both models, bid) = {ip['per_imp_vs_booster']:.2f}x one bare Booster.predict "
-        f"(issue 3's machine: Booster.predict 110 µs, bar 60 µs = 0.55x)"
+        f"(encode, both models, bid) = {ip['per_imp_vs_booster']:.2f}x one bare Booster.predict"
     )
 
 
