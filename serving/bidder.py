@@ -18,6 +18,7 @@ First-price shading: when a win-rate model is loaded, a first-price impression's
 
 from __future__ import annotations
 
+import functools
 import random
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,7 @@ class InlineCreative:
     duration_s: float | None = None
     channel_set: frozenset[str] | None = None
     adomain: str | None = None
+    categories: tuple[str, ...] | None = None
 
 
 def _targeting(channels: frozenset[str] | None) -> CompiledTargeting:
@@ -101,19 +103,45 @@ class InlineCampaign:
 
 
 def plan(campaigns: Sequence[InlineSchema]) -> list[InlineCampaign]:
-    """Inline campaigns (already validated by the request schema) as selection candidates."""
+    """Inline campaigns (already validated by the request schema) as selection candidates.
+
+    A bidder sends the same few campaigns with every request, and building one cost as much as
+    encoding the impression: they are immutable, so equal campaigns share one cached build."""
     return [
-        InlineCampaign(
-            id=c.campaign_id,
-            advertiser=c.advertiser_id,
-            goal_value=goal_value(c.goal, c.target, c.value_per_conversion),
-            max_bid=c.max_bid,
-            creatives=tuple(InlineCreative(i) for i in c.creative_ids),
-            compiled_targeting=_targeting(frozenset(c.channels) if c.channels else None),
-            creative_ids=tuple(c.creative_ids),
+        _inline(
+            c.campaign_id,
+            c.advertiser_id,
+            c.goal,
+            c.target,
+            c.value_per_conversion,
+            c.max_bid,
+            tuple(c.creative_ids),
+            tuple(c.channels) if c.channels else None,
         )
         for c in campaigns
     ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _inline(
+    campaign_id: str,
+    advertiser: str | None,
+    goal: str,
+    target: float,
+    value_per_conversion: float | None,
+    max_bid: float,
+    creative_ids: tuple[str, ...],
+    channels: tuple[str, ...] | None,
+) -> InlineCampaign:
+    return InlineCampaign(
+        id=campaign_id,
+        advertiser=advertiser,
+        goal_value=goal_value(goal, target, value_per_conversion),  # type: ignore[arg-type]
+        max_bid=max_bid,
+        creatives=tuple(InlineCreative(i) for i in creative_ids),
+        compiled_targeting=_targeting(frozenset(channels) if channels else None),
+        creative_ids=creative_ids,
+    )
 
 
 def _nan_to_none(x: float) -> float | None:
