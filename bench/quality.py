@@ -98,7 +98,10 @@ def _raw_pandas(df: pl.DataFrame, categories: dict | None = None):
     pdf = _with_time(df).select([*CATEGORICAL, *NUMERIC, "hour", "weekday"]).to_pandas()
     for c in CATEGORICAL:
         cats = categories[c] if categories else None
-        pdf[c] = pdf[c].astype("category") if cats is None else pdf[c].astype(cats)
+        if cats is None:
+            pdf[c] = pdf[c].astype("category")
+        else:  # values the training window never saw become missing, as LightGBM expects
+            pdf[c] = pdf[c].where(pdf[c].isin(cats.categories)).astype(cats)
     return pdf
 
 
