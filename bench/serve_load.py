@@ -110,7 +110,25 @@ def bid_body(example: dict[str, Any], n: int = 1) -> dict[str, Any]:
     }
 
 
-def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+def alternating_rounds(
+    floor_url: str, url: str, body: Any, rounds: int, duration: int, work: Path, name: str
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """wrk against the floor, then against `url`, `rounds` times over: on a shared host a ratio
+    is only fair between runs that saw the same neighbours (compare by the median round)."""
+    out = []
+    for i in range(rounds):
+        f = wrk(floor_url, body, duration, work)
+        b = wrk(url, body, duration, work)
+        out.append((f, b))
+        print(
+            f"  round {i + 1}: floor {f['rps']:.0f} req/s, {name} {b['rps']:.0f} req/s "
+            f"(p99 {b['p99_ms']:.2f} ms): {b['rps'] / f['rps']:.2f}",
+            flush=True,
+        )
+    return out
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """The round with the median req/s (its latencies belong to it)."""
     return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
@@ -319,27 +337,21 @@ def main() -> None:
             [sys.executable, "-m", "serving.cli", "serve", "--port", str(bid_port)],
             env, work, work / "bidopt1.log", "0",
         )  # fmt: skip
-        rounds: list[tuple[dict[str, float], dict[str, float]]] = []
         try:
             floor.wait_ok(f"http://127.0.0.1:{floor_port}/", "POST", {})
             one.wait_ok(f"http://127.0.0.1:{bid_port}/v1/bid", "POST", body)
             r = httpx.post(f"http://127.0.0.1:{bid_port}/v1/bid", json=body, timeout=5).json()
             assert r["bids"][0]["bid"] in (True, False), r
-            for _ in range(args.rounds):
-                f = wrk(f"http://127.0.0.1:{floor_port}/", body, args.duration, work)
-                b = wrk(f"http://127.0.0.1:{bid_port}/v1/bid", body, args.duration, work)
-                rounds.append((f, b))
-                print(
-                    f"  round {len(rounds)}: floor {f['rps']:.0f} req/s, /v1/bid {b['rps']:.0f} "
-                    f"req/s (p99 {b['p99_ms']:.2f} ms): {b['rps'] / f['rps']:.2f}",
-                    flush=True,
-                )
+            rounds = alternating_rounds(
+                f"http://127.0.0.1:{floor_port}/", f"http://127.0.0.1:{bid_port}/v1/bid", body,
+                args.rounds, args.duration, work, "/v1/bid",
+            )  # fmt: skip
             rss["w1"] = sorted(one.rss_mb().values())
         finally:
             floor.stop()
             one.stop()
-        results["floor"] = _median_run([f for f, _ in rounds])
-        results["bidopt_w1"] = _median_run([b for _, b in rounds])
+        results["floor"] = median_run([f for f, _ in rounds])
+        results["bidopt_w1"] = median_run([b for _, b in rounds])
         floor_ratio = statistics.median(b["rps"] / f["rps"] for f, b in rounds)
 
         # two workers (sharing budgets through Redis) on both cores

@@ -166,11 +166,12 @@ def _bid(
         "crid": creative.id,
         "cid": campaign.id,
         "adomain": [creative.adomain] if creative.adomain else [],
-        "cat": list(creative.categories or ()),
         "nurl": f"{service.settings.win_base_url()}/v1/win?{query}&price={AUCTION_PRICE}",
     }
     if creative.width is not None:
         bid["w"], bid["h"] = creative.width, creative.height
+    if creative.categories:
+        bid["cat"] = list(creative.categories)
     return bid
 
 
