@@ -224,7 +224,7 @@ def register(app: typer.Typer) -> None:
         Other settings come from the environment: BIDOPT_CTR_MODEL, BIDOPT_CVR_MODEL,
         BIDOPT_API_KEY (enables POST /admin/reload), BIDOPT_MAX_IMPRESSIONS,
         BIDOPT_MAX_BODY_BYTES, BIDOPT_PACING_INTERVAL_S, BIDOPT_ACCOUNT_CURRENCY,
-        BIDOPT_OPENRTB_NETWORK_MARGIN_MS, BIDOPT_NURL_BASE, BIDOPT_WINRATE_FILE.
+        BIDOPT_OPENRTB_NETWORK_MARGIN_MS, BIDOPT_NURL_BASE, BIDOPT_WINRATE_FILE, BIDOPT_OTEL.
         """
         settings = build_settings(
             host=host,

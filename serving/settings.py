@@ -95,6 +95,12 @@ class BidoptSettings(BaseSettings):
         description="Key signing win-notice URLs; unset = a random key per start (the serve "
         "command shares one across workers).",
     )
+    otel: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry (spans and metrics through the globally "
+        "configured providers). Off by default: Prometheus /metrics is the service's telemetry, "
+        "and FastAPI otherwise checks the global providers on every request.",
+    )
     control_dir: Path | None = Field(
         default=None,
         description="Directory the workers share to hear about /admin/reload; the serve command "

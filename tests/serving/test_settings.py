@@ -32,6 +32,9 @@ def test_defaults_and_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.host, s.workers, s.api_key) == ("127.0.0.1", 1, None)
     monkeypatch.setenv("BIDOPT_PORT", "9001")
     assert BidoptSettings().port == 9001
+    assert s.otel is False  # FastAPI's native OpenTelemetry is opt-in
+    monkeypatch.setenv("BIDOPT_OTEL", "true")
+    assert BidoptSettings().otel is True
     assert s.model_uri("bidopt-ctr") == "models:/bidopt-ctr@champion"
 
 
