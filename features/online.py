@@ -76,4 +76,67 @@ class OnlineEncoder:
         return np.asarray(self.encode_list(req), dtype=np.float64)
 
 
-__all__ = ["MISSING", "OnlineEncoder"]
+class PairEncoder:
+    """Two specs applied to one request in one pass (the pCTR and pCVR models' specs share
+    their sources and differ only in vocabularies and segment lists): each field is read and
+    normalised once, then looked up in each spec. Rows equal each encoder's `encode_list`
+    (tests/features/test_parity.py); this halves the encoding cost of the serving hot path."""
+
+    def __init__(self, first: OnlineEncoder, second: OnlineEncoder) -> None:
+        self.widths = (first.width, second.width)
+        cats: dict[str, list[tuple[int, int, dict[str, int]]]] = {}
+        nums: dict[str, list[tuple[int, int]]] = {}
+        segments: dict[str, list[tuple[int, int]]] = {}
+        self._hour: list[tuple[int, int]] = []
+        self._weekday: list[tuple[int, int]] = []
+        for k, enc in enumerate((first, second)):
+            for i, src, index in enc._cats:
+                cats.setdefault(src, []).append((k, i, index))
+            for i, src in enc._nums:
+                nums.setdefault(src, []).append((k, i))
+            self._hour += [(k, i) for i in enc._hour]
+            self._weekday += [(k, i) for i in enc._weekday]
+            for seg, j in enc._segments.items():
+                segments.setdefault(seg, []).append((k, j))
+        self._cats = list(cats.items())
+        self._nums = list(nums.items())
+        self._segments = segments
+
+    def encode_lists(self, req: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+        rows = ([0.0] * self.widths[0], [0.0] * self.widths[1])
+        get = req.get
+        size = slot_size(get("slot_width"), get("slot_height"))
+        for src, targets in self._cats:
+            value = size if src == "slot_size" else get(src)
+            if value is None:
+                for k, i, _ in targets:
+                    rows[k][i] = MISSING
+            else:
+                key = value if type(value) is str else str(value)
+                for k, i, index in targets:
+                    rows[k][i] = float(index.get(key, 0))
+        for src, places in self._nums:
+            value = get(src)
+            x = MISSING if value is None else float(value)
+            for k, i in places:
+                rows[k][i] = x
+        if self._hour or self._weekday:
+            ts: datetime | None = get("event_time")
+            utc = None if ts is None else as_utc(ts)
+            hour = MISSING if utc is None else float(utc.hour)
+            weekday = MISSING if utc is None else float(utc.weekday())
+            for k, i in self._hour:
+                rows[k][i] = hour
+            for k, i in self._weekday:
+                rows[k][i] = weekday
+        segments = get("user_segments")
+        if segments:
+            for s in segments:
+                places = self._segments.get(s)
+                if places is not None:
+                    for k, j in places:
+                        rows[k][j] = 1.0
+        return rows
+
+
+__all__ = ["MISSING", "OnlineEncoder", "PairEncoder"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from bidding.winrate import WinRateModel
 from features.bundle import ModelBundle
-from features.online import OnlineEncoder
+from features.online import OnlineEncoder, PairEncoder
 from features.transforms import category_code
 from serving.fastpredict import FastPredictor
 from serving.registry import ModelRef, VersionRefused
@@ -102,11 +102,13 @@ class Predictor:
     ctr: LoadedModel
     cvr: LoadedModel
     shared_encoding: bool  # both specs identical: encode each request once
+    pair: PairEncoder | None = None  # else both specs in one pass
 
     @classmethod
     def build(cls, ctr: LoadedModel, cvr: LoadedModel) -> Predictor:
         shared = ctr.bundle.spec.to_json() == cvr.bundle.spec.to_json()
-        predictor = cls(ctr=ctr, cvr=cvr, shared_encoding=shared)
+        pair = None if shared else PairEncoder(ctr.encoder, cvr.encoder)
+        predictor = cls(ctr=ctr, cvr=cvr, shared_encoding=shared, pair=pair)
         predictor.smoke_check()
         return predictor
 
@@ -118,10 +120,10 @@ class Predictor:
         }
 
     def encode(self, request: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+        if self.pair is not None:
+            return self.pair.encode_lists(request)
         row = self.ctr.encoder.encode_list(request)
-        if self.shared_encoding:
-            return row, row
-        return row, self.cvr.encoder.encode_list(request)
+        return row, row
 
     def score_rows(
         self, ctr_rows: list[list[float]], cvr_rows: list[list[float]]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.batch import encode_matrix
-from features.online import OnlineEncoder
+from features.online import OnlineEncoder, PairEncoder
 from features.schema import CHANNELS, SCHEMA, conform
 from features.spec import Feature, FeatureSpec, fit_spec
 
@@ -85,6 +85,32 @@ def test_batch_and_online_encodings_are_identical(rows: list[dict]) -> None:
     batch = encode_matrix(_frame(rows), spec)
     online = np.vstack([enc.encode(r) for r in rows])
     _assert_same(batch, online)
+
+
+def _other_spec() -> FeatureSpec:
+    """A second spec over the same sources, as the pCVR model's: other vocabularies, fewer
+    segments, a missing source and a different column order."""
+    feats = list(_spec().features)
+    cats = [
+        Feature(f.name, f.kind, f.source, tuple(reversed(WORDS[2:7])))
+        for f in feats
+        if f.kind == "category" and f.source not in ("os", "slot_size")
+    ]
+    cats.append(Feature("slot_size", "category", "slot_size", ("728x90",)))
+    rest = [f for f in feats if f.kind in ("numeric", "hour", "weekday")]
+    segs = [Feature(f"seg_{s}", "segment", "user_segments", (s,)) for s in SEGMENTS[::2]]
+    return FeatureSpec(features=tuple(rest[::-1] + cats + segs))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_row_strategy(), min_size=1, max_size=20))
+def test_pair_encoder_equals_each_encoder(rows: list[dict]) -> None:
+    first, second = OnlineEncoder(_spec()), OnlineEncoder(_other_spec())
+    pair = PairEncoder(first, second)
+    for r in rows:
+        a, b = pair.encode_lists(r)
+        _assert_same(np.asarray(a), first.encode(r))
+        _assert_same(np.asarray(b), second.encode(r))
 
 
 def test_unseen_and_missing_categories_have_distinct_codes() -> None:
