@@ -332,26 +332,23 @@ def creative_fits(
 ) -> bool:
     """Whether `creative` may serve in this slot (OpenRTB imp + badv + bcat).
 
-    What a creative leaves undeclared fits anything (a shorthand creative, `"cr1"`, fits every
-    slot). A banner's size must be one of the slot's sizes when both are known; video scales to
+    An exchange slot (`imp_format` given) takes only creatives that declare their format, and a
+    banner slot that lists sizes only banners of a listed size: a bid whose creative cannot be
+    shown there is rejected by the exchange or, worse, rendered badly. So a shorthand creative
+    (`"cr1"`, nothing declared) bids on /v1/bid but never on an OpenRTB imp. Video scales to
     the player, so only its duration is checked against the slot's window. An advertiser domain
     is blocked by an exact `badv` entry or by a parent domain in it (badv "ford.com" blocks
     "shop.ford.com"); a category by `bcat` naming it or its parent. A creative that declares no
     categories is not blocked by bcat: declare them for exchanges that enforce it.
     """
     fmt = creative.format
-    if fmt is not None and imp_format is not None and fmt != imp_format:
+    if imp_format is not None and fmt != imp_format:
         return False
     chans = creative.channel_set
     if chans is not None and channel not in chans:
         return False
-    if (
-        sizes
-        and creative.width is not None
-        and fmt != "video"
-        and (creative.width, creative.height) not in sizes
-    ):
-        return False
+    if sizes and fmt == "banner" and (creative.width, creative.height) not in sizes:
+        return False  # an undeclared size (None, None) is never a listed one
     d = creative.duration_s
     if d is not None:
         if min_duration is not None and d < min_duration:

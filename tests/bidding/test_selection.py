@@ -203,10 +203,12 @@ def test_targeting_and_fit_reasons_per_campaign() -> None:
     web_only = _campaign("w", targeting={"channels": ["app"]})
     capped = _campaign("f", frequency_cap={"impressions": 2})
     video = _campaign("v", creatives=[{"id": "x", "format": "video", "duration_s": 30}])
-    ok = _campaign("ok")
+    banner = {"format": "banner", "width": 300, "height": 250}
+    ok = _campaign("ok", creatives=[{"id": "a", **banner}, {"id": "b", **banner}])
+    shorthand = _campaign("s")  # nothing declared: fine for /v1/bid, never for an exchange slot
     slot = Slot(format="banner", sizes=((300, 250),))
     d = select(
-        [web_only, capped, video, ok],
+        [web_only, capped, video, shorthand, ok],
         REQUEST,
         _scores(ok_a=0.002, ok_b=0.001),
         campaign_imps={"f": (2, 5)},
@@ -217,7 +219,9 @@ def test_targeting_and_fit_reasons_per_campaign() -> None:
         "w": CHANNEL_NOT_TARGETED,
         "f": FREQUENCY_CAP_REACHED,
         "v": NO_FITTING_CREATIVE,
+        "s": NO_FITTING_CREATIVE,
     }
+    assert select([shorthand], REQUEST, _scores(s_a=0.009, s_b=0.001)).campaign_id == "s"
     d = select([web_only, video], REQUEST, {}, slot=slot)
     assert not d.bid and d.reason == CHANNEL_NOT_TARGETED  # nothing scored: the first reason
     assert select([], REQUEST, {}).reason == NO_CAMPAIGNS

@@ -207,7 +207,7 @@ ANY = Creative(id="x")
         (BANNER, ("banner", None, "web"), {"blocked_categories": ["IAB25"]}, False),  # parent
         (BANNER, ("banner", None, "web"), {"blocked_categories": {"IAB25-3"}}, False),
         (BANNER, ("banner", None, "web"), {"blocked_categories": ["IAB2", "IAB25-30"]}, True),
-        (ANY, ("banner", None, "web"), {"blocked_categories": ["IAB25"]}, True),  # undeclared
+        (ANY, (None, None, "web"), {"blocked_categories": ["IAB25"]}, True),  # undeclared
         (VIDEO, ("video", [(640, 480)], "video"), {"min_duration": 5, "max_duration": 30}, True),
         (VIDEO, ("video", None, "ctv"), {"min_duration": 15, "max_duration": 15}, True),
         (VIDEO, ("video", None, "video"), {"max_duration": 10}, False),
@@ -216,8 +216,12 @@ ANY = Creative(id="x")
         (NATIVE, ("native", None, "app"), {}, True),
         (NATIVE, ("native", None, "web"), {}, False),
         (NATIVE, ("banner", [(300, 250)], "app"), {}, False),
-        (ANY, ("native", [(1, 1)], "email"), {"blocked_adomains": ["a.com"]}, True),
-        (ANY, (None, None, None), {}, True),
+        # an exchange slot needs a declared format, a banner slot with sizes a declared size
+        (ANY, ("native", [(1, 1)], "email"), {}, False),
+        (ANY, ("banner", None, "web"), {}, False),
+        (Creative(id="n", format="banner"), ("banner", [(300, 250)], "web"), {}, False),
+        (Creative(id="n", format="banner"), ("banner", None, "web"), {}, True),
+        (ANY, (None, None, None), {"blocked_adomains": ["a.com"]}, True),  # no slot: /v1/bid
     ],
 )
 def test_creative_fits(creative: Creative, args: tuple, kwargs: dict, fits: bool) -> None:
