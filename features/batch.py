@@ -5,10 +5,12 @@ Every expression here mirrors one function of `transforms.py`; the parity test h
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import polars as pl
 
-from features.spec import Feature, FeatureSpec
+from features.spec import Feature, FeatureSpec, fit_lifts
 from features.transforms import MISSING, UNSEEN_CODE
 
 
@@ -36,6 +38,8 @@ def _expr(f: Feature) -> pl.Expr:
         out = wd.fill_null(MISSING)
     elif f.kind == "segment":
         out = col.list.contains(f.vocab[0]).cast(pl.Float64).fill_null(0.0)
+    elif f.kind == "segment_lift":
+        out = pl.col(f"_lift_{f.name}")  # computed by _lift_column (a join, not an expression)
     else:  # pragma: no cover - the spec's Literal makes this unreachable
         raise ValueError(f"unknown feature kind {f.kind!r} for {f.name}")
     return out.alias(f.name)
@@ -50,7 +54,60 @@ def encode_frame(df: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     absent = sorted({f.source for f in spec.features} - set(src.columns))
     if absent:
         raise ValueError(f"cannot encode: missing columns {absent}")
+    lifts = [f for f in spec.features if f.kind == "segment_lift"]
+    if lifts:
+        src = src.with_columns(_lift_column(src, f).alias(f"_lift_{f.name}") for f in lifts)
     return src.select([_expr(f) for f in spec.features])
+
+
+def _lift_column(df: pl.DataFrame, f: Feature) -> pl.Series:
+    """Summed lift of each row's segments under its key (transforms.segment_lift): NaN without
+    a key, 0 for an unknown key, segment or an empty list. Lifts are multiples of a power of
+    two, so this sum equals the online one bit for bit whatever the order."""
+    table = pl.DataFrame(
+        {
+            "_k": [k for k, _, _ in f.lifts],
+            "_s": [s for _, s, _ in f.lifts],
+            "_v": [v for _, _, v in f.lifts],
+        },
+        schema={"_k": pl.String, "_s": pl.String, "_v": pl.Float64},
+    )
+    rows = df.select(
+        pl.col(f.source).cast(pl.String).alias("_k"),
+        pl.col("user_segments").cast(pl.List(pl.String)).alias("_s"),
+    ).with_row_index("_r")
+    summed = (
+        rows.explode("_s")
+        .join(table, on=["_k", "_s"], how="left")
+        .group_by("_r")
+        .agg(pl.col("_v").fill_null(0.0).sum())
+    )
+    out = rows.select("_r", "_k").join(summed, on="_r", how="left").sort("_r")
+    return out.select(
+        pl.when(pl.col("_k").is_null()).then(MISSING).otherwise(pl.col("_v").fill_null(0.0))
+    ).to_series()
+
+
+def out_of_fold_lifts(
+    train: pl.DataFrame, spec: FeatureSpec, label: str, folds: int = 5
+) -> dict[int, np.ndarray]:
+    """Column index -> the lift column for the training rows, each time block encoded with
+    lifts fitted on the other blocks: a row never sees its own label (which the in-sample lift
+    would leak, worst in the small cells)."""
+    out: dict[int, np.ndarray] = {}
+    prior = float(spec.params.get("lift_prior", 200.0))
+    src = with_derived(train)
+    bounds = np.linspace(0, src.height, folds + 1).astype(int)
+    for i, f in enumerate(spec.features):
+        if f.kind != "segment_lift":
+            continue
+        parts = []
+        for lo, hi in itertools.pairwise(bounds.tolist()):
+            rest = pl.concat([src[:lo], src[hi:]])
+            fold = Feature(f.name, f.kind, f.source, (), fit_lifts(rest, f.source, label, prior))
+            parts.append(_lift_column(src[lo:hi], fold).to_numpy())
+        out[i] = np.concatenate(parts)
+    return out
 
 
 def encode_matrix(df: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from features.spec import FeatureSpec
-from features.transforms import MISSING, as_utc, slot_size
+from features.transforms import MISSING, as_utc, segment_lift, slot_size
 
 
 class OnlineEncoder:
@@ -27,6 +27,7 @@ class OnlineEncoder:
         self._hour: list[int] = []
         self._weekday: list[int] = []
         self._segments: dict[str, int] = {}
+        self._lifts: list[tuple[int, str, dict[str, dict[str, float]]]] = []
         for i, f in enumerate(spec.features):
             if f.kind == "category":
                 self._cats.append((i, f.source, f.index()))
@@ -38,6 +39,8 @@ class OnlineEncoder:
                 self._weekday.append(i)
             elif f.kind == "segment":
                 self._segments[f.vocab[0]] = i
+            elif f.kind == "segment_lift":
+                self._lifts.append((i, f.source, f.lift_table()))
         self.column_index = {f.name: i for i, f in enumerate(spec.features)}
 
     def encode_list(self, req: Mapping[str, Any]) -> list[float]:
@@ -70,6 +73,8 @@ class OnlineEncoder:
                 j = self._segments.get(s)
                 if j is not None:
                     row[j] = 1.0
+        for i, src, table in self._lifts:
+            row[i] = segment_lift(get(src), table, segments)
         return row
 
     def encode(self, req: Mapping[str, Any]) -> np.ndarray:
@@ -89,6 +94,9 @@ class PairEncoder:
         segments: dict[str, list[tuple[int, int]]] = {}
         self._hour: list[tuple[int, int]] = []
         self._weekday: list[tuple[int, int]] = []
+        self._lifts = [
+            (k, i, src, t) for k, e in enumerate((first, second)) for i, src, t in e._lifts
+        ]
         for k, enc in enumerate((first, second)):
             for i, src, index in enc._cats:
                 cats.setdefault(src, []).append((k, i, index))
@@ -136,6 +144,8 @@ class PairEncoder:
                 if places is not None:
                     for k, j in places:
                         rows[k][j] = 1.0
+        for k, i, src, table in self._lifts:
+            rows[k][i] = segment_lift(get(src), table, segments)
         return rows
 
 

@@ -13,7 +13,10 @@ from typing import Any, Final, Literal
 
 import polars as pl
 
-Kind = Literal["category", "numeric", "hour", "weekday", "segment"]
+Kind = Literal["category", "numeric", "hour", "weekday", "segment", "segment_lift"]
+# Lifts are multiples of this (a power of two): a sum of a few of them is exact in float64 in
+# any order, so the batch (polars) and online (Python) sums are bit-identical.
+LIFT_QUANTUM: Final = 1.0 / 4096
 SPEC_VERSION: Final = 1
 
 CATEGORY_SOURCES: Final = (
@@ -51,10 +54,19 @@ class Feature:
     kind: Kind
     source: str
     vocab: tuple[str, ...] = ()
+    # segment_lift: (key, segment, log-odds lift) cells learned on the training window
+    lifts: tuple[tuple[str, str, float], ...] = ()
 
     def index(self) -> dict[str, int]:
         """Vocabulary value -> dense code; code 0 is the unseen bucket."""
         return {v: i + 1 for i, v in enumerate(self.vocab)}
+
+    def lift_table(self) -> dict[str, dict[str, float]]:
+        """key -> segment -> lift, for the online encoder."""
+        table: dict[str, dict[str, float]] = {}
+        for key, seg, lift in self.lifts:
+            table.setdefault(key, {})[seg] = lift
+        return table
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class FeatureSpec:
                 "params": self.params,
                 "features": [
                     {"name": f.name, "kind": f.kind, "source": f.source, "vocab": list(f.vocab)}
+                    | ({"lifts": [list(c) for c in f.lifts]} if f.lifts else {})
                     for f in self.features
                 ],
             },
@@ -89,7 +102,13 @@ class FeatureSpec:
         if data.get("version") != SPEC_VERSION:
             raise ValueError(f"feature spec version {data.get('version')!r} is not {SPEC_VERSION}")
         feats = tuple(
-            Feature(f["name"], f["kind"], f["source"], tuple(f.get("vocab", ())))
+            Feature(
+                f["name"],
+                f["kind"],
+                f["source"],
+                tuple(f.get("vocab", ())),
+                tuple((str(k), str(s), float(v)) for k, s, v in f.get("lifts", ())),
+            )
             for f in data["features"]
         )
         return cls(features=feats, params=data.get("params", {}))
@@ -107,17 +126,55 @@ def _vocab(values: pl.Series, min_count: int, max_size: int) -> tuple[str, ...]:
     return tuple(counts.get_column(values.name).to_list())
 
 
+def fit_lifts(
+    train: pl.DataFrame, key: str, label: str, prior: float
+) -> tuple[tuple[str, str, float], ...]:
+    """Per (key, segment) cell, the lift ln(rate_cell / rate_key), with the cell's
+    rate shrunk towards its key's by `prior` pseudo-rows, rounded to LIFT_QUANTUM.
+
+    Why: a campaign's audience affinity (campaign x DMP segment) is the strongest interaction in
+    ad logs and the hardest for trees, which must first isolate a campaign, then a segment, with
+    a few clicks per cell. One number per row, the summed lift of its segments under its key,
+    hands the model that interaction. Cells that round to 0 are left out (0 is the default).
+    """
+    if not prior > 0:
+        raise ValueError(f"lift_prior: must be > 0, got {prior!r}")
+    rows = train.select(
+        pl.col(key).cast(pl.String).alias("_k"),
+        pl.col(label).cast(pl.Float64).alias("_y"),
+        pl.col("user_segments").alias("_s"),
+    ).filter(pl.col("_k").is_not_null() & pl.col("_y").is_not_null())
+    rate = rows.group_by("_k").agg(pl.col("_y").mean().alias("_p")).filter(pl.col("_p") > 0)
+    cells = (
+        rows.explode("_s")
+        .drop_nulls("_s")
+        .group_by("_k", "_s")
+        .agg(pl.col("_y").sum().alias("_c"), pl.len().alias("_n"))
+        .join(rate, on="_k")
+    )
+    shrunk = (pl.col("_c") + prior * pl.col("_p")) / (pl.col("_n") + prior)
+    lift = ((shrunk.log() - pl.col("_p").log()) / LIFT_QUANTUM).round() * LIFT_QUANTUM
+    out = cells.select("_k", "_s", lift.alias("_v")).filter(pl.col("_v") != 0.0).sort("_k", "_s")
+    return tuple(zip(out["_k"].to_list(), out["_s"].to_list(), out["_v"].to_list(), strict=True))
+
+
 def fit_spec(
     train: pl.DataFrame,
     *,
     min_count: int = 20,
     max_vocab: int = 5000,
     max_segments: int = 64,
+    label: str | None = None,
+    lift_key: str = "",
+    lift_prior: float = 200.0,
 ) -> FeatureSpec:
     """Learn vocabularies and the segment list from the training window.
 
     Rare values (fewer than `min_count` rows) share the unseen bucket: they carry no reliable
-    signal, and dense codes keep the forest small and single-row prediction fast.
+    signal, and dense codes keep the forest small and single-row prediction fast. With a
+    `label` column and a `lift_key` (e.g. campaign_id), one more column: the summed segment
+    lift under that key (`fit_lifts`); training must then fill it out of fold for its own rows
+    (`batch.out_of_fold_lifts`), or each row would see its own label.
     """
     if train.height == 0:
         raise ValueError("cannot fit a feature spec on an empty training window")
@@ -133,5 +190,13 @@ def fit_spec(
     feats.append(Feature("weekday", "weekday", "event_time"))
     segs = _vocab(df.get_column("user_segments").explode().alias("seg"), min_count, max_segments)
     feats.extend(Feature(f"seg_{s}", "segment", "user_segments", (s,)) for s in segs)
-    params = {"min_count": min_count, "max_vocab": max_vocab, "max_segments": max_segments}
+    params: dict[str, Any] = {
+        "min_count": min_count, "max_vocab": max_vocab, "max_segments": max_segments,
+    }  # fmt: skip
+    if lift_key and label is not None:
+        if lift_key not in CATEGORY_SOURCES:
+            raise ValueError(f"lift_key: {lift_key!r} is not a category source")
+        lifts = fit_lifts(df, lift_key, label, lift_prior)
+        feats.append(Feature(f"seglift_{lift_key}", "segment_lift", lift_key, (), lifts))
+        params |= {"lift_key": lift_key, "lift_prior": lift_prior}
     return FeatureSpec(features=tuple(feats), params=params)

@@ -51,6 +51,21 @@ def slot_size(width: object, height: object) -> str | None:
     return f"{int(width)}x{int(height)}"  # type: ignore[call-overload]
 
 
+def segment_lift(
+    key: object, table: Mapping[str, Mapping[str, float]], segments: Iterable[str] | None
+) -> float:
+    """Summed lift of the request's segments under its key: NaN without a key, 0 for an unknown
+    key or segment (the lifts are multiples of spec.LIFT_QUANTUM: exact sums in any order)."""
+    if key is None:
+        return MISSING
+    cells = table.get(key if type(key) is str else str(key))
+    total = 0.0
+    if cells and segments:
+        for s in segments:
+            total += cells.get(s, 0.0)
+    return total
+
+
 def segment_flag(segments: Iterable[str] | None, segment: str) -> float:
     if segments is None:
         return 0.0

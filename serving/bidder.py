@@ -202,6 +202,7 @@ def decide_requests(
         if pairs:
             base_ctr, base_cvr = predictor.encode(req)
             by_id = {p.campaign.id: p.campaign for p in plans if not p.reason}
+            segments = req.get("user_segments")
             for cid, crid in pairs:
                 adv = by_id[cid].advertiser
                 patch = {
@@ -209,9 +210,9 @@ def decide_requests(
                     "creative_id": crid,
                     "advertiser_id": adv if adv is not None else req.get("advertiser_id"),
                 }
-                row = ctr_model.patch(base_ctr, patch)
+                row = ctr_model.patch(base_ctr, patch, segments)
                 ctr_rows.append(row)
-                cvr_rows.append(row if shared else cvr_model.patch(base_cvr, patch))
+                cvr_rows.append(row if shared else cvr_model.patch(base_cvr, patch, segments))
                 keys.append((cid, crid))
         prepared.append((imp, plans, keys))
 

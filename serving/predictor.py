@@ -20,7 +20,7 @@ import numpy as np
 from bidding.winrate import WinRateModel
 from features.bundle import ModelBundle
 from features.online import OnlineEncoder, PairEncoder
-from features.transforms import category_code
+from features.transforms import category_code, segment_lift
 from serving.fastpredict import FastPredictor
 from serving.registry import ModelRef, VersionRefused
 
@@ -43,6 +43,8 @@ class LoadedModel:
     loaded_at: str
     # (column, vocabulary index) of each patched source the spec has
     slots: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
+    # (column, lift table) of each segment-lift feature keyed by a patched source
+    lift_slots: dict[str, tuple[int, dict[str, dict[str, float]]]] = field(default_factory=dict)
     winrate: WinRateModel | None = None  # optional winrate.json of the bundle (CTR side)
 
     @classmethod
@@ -58,6 +60,11 @@ class LoadedModel:
             for i, f in enumerate(bundle.spec.features)
             if f.kind == "category" and f.source in PATCHED_SOURCES
         }
+        lift_slots = {
+            f.source: (i, f.lift_table())
+            for i, f in enumerate(bundle.spec.features)
+            if f.kind == "segment_lift" and f.source in PATCHED_SOURCES
+        }
         return cls(
             ref=ref,
             bundle=bundle,
@@ -66,6 +73,7 @@ class LoadedModel:
             calibrate_one=bundle.calibrator.transform_one,
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             slots=slots,
+            lift_slots=lift_slots,
             winrate=winrate,
         )
 
@@ -75,14 +83,23 @@ class LoadedModel:
     def score_matrix(self, x: np.ndarray) -> np.ndarray:
         return self.bundle.calibrator.transform(self.fast.predict_many(x))
 
-    def patch(self, row: list[float], values: Mapping[str, str | None]) -> list[float]:
+    def patch(
+        self,
+        row: list[float],
+        values: Mapping[str, str | None],
+        segments: Sequence[str] | None = None,
+    ) -> list[float]:
         """A copy of `row` with the patched sources re-encoded: cheaper than encoding the whole
-        request again for every campaign x creative candidate."""
+        request again for every campaign x creative candidate. `segments` are the request's
+        (a segment lift under the patched campaign depends on them)."""
         out = list(row)
         for source, value in values.items():
             slot = self.slots.get(source)
             if slot is not None:
                 out[slot[0]] = category_code(value, slot[1])
+            lift = self.lift_slots.get(source)
+            if lift is not None:
+                out[lift[0]] = segment_lift(value, lift[1], segments)
         return out
 
     def info(self) -> dict[str, Any]:

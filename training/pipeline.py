@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from features.batch import encode_matrix
+from features.batch import encode_matrix, out_of_fold_lifts
 from features.bundle import ModelBundle
 from features.spec import FeatureSpec, fit_spec
 from training.calibrate import CalibrationChoice, choose_calibrator
@@ -167,11 +167,13 @@ def fit_bundle(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     rep.step("features")
-    spec: FeatureSpec = fit_spec(split.train, **cfg.section("spec"))
+    spec: FeatureSpec = fit_spec(split.train, label=LABEL, **cfg.section("spec"))
     valid = split.valid
     if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
         valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
     x_train, x_valid = encode_matrix(split.train, spec), encode_matrix(valid, spec)
+    for column, values in out_of_fold_lifts(split.train, spec, LABEL).items():
+        x_train[:, column] = values  # the training rows never see their own label
     y_train, y_valid = labels(split.train), labels(valid)
     timings["features_s"] = time.perf_counter() - t
     rep.step("fit")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from features.batch import encode_matrix
 from features.online import OnlineEncoder, PairEncoder
 from features.schema import CHANNELS, SCHEMA, conform
-from features.spec import Feature, FeatureSpec, fit_spec
+from features.spec import LIFT_QUANTUM, Feature, FeatureSpec, fit_spec
 
 WORDS = ["a", "b", "c", "web", "app", "x.com", "other", "", "ünï", "300"]
 SEGMENTS = ["s1", "s2", "s3", "s4"]
@@ -63,7 +63,18 @@ def _spec() -> FeatureSpec:
     ]
     time = [Feature("hour", "hour", "event_time"), Feature("weekday", "weekday", "event_time")]
     segs = [Feature(f"seg_{s}", "segment", "user_segments", (s,)) for s in SEGMENTS]
-    return FeatureSpec(features=tuple(cats + nums + time + segs))
+    return FeatureSpec(features=(*cats, *nums, *time, *segs, _lift(1)))
+
+
+def _lift(sign: int) -> Feature:
+    """A segment lift under creative_id: quantized cells, negative ones, an unknown segment."""
+    cells = [
+        (w, s, sign * (1 + 3 * i - 5 * j) * LIFT_QUANTUM * 97)
+        for i, w in enumerate(WORDS[:6])
+        for j, s in enumerate([*SEGMENTS, "s9"])
+        if (i + j) % 3
+    ]
+    return Feature("seglift_creative_id", "segment_lift", "creative_id", (), tuple(cells))
 
 
 def _frame(rows: list[dict]) -> pl.DataFrame:
@@ -99,7 +110,7 @@ def _other_spec() -> FeatureSpec:
     cats.append(Feature("slot_size", "category", "slot_size", ("728x90",)))
     rest = [f for f in feats if f.kind in ("numeric", "hour", "weekday")]
     segs = [Feature(f"seg_{s}", "segment", "user_segments", (s,)) for s in SEGMENTS[::2]]
-    return FeatureSpec(features=tuple(rest[::-1] + cats + segs))
+    return FeatureSpec(features=(_lift(-1), *rest[::-1], *cats, *segs))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -141,8 +152,9 @@ def test_parity_on_fitted_spec_over_synthetic_like_rows() -> None:
         for k, m in enumerate(rng.integers(0, 60 * 24 * 7, size=2000))
     ]
     df = _frame(rows)
-    spec = fit_spec(df, min_count=5)
-    assert "seg_s1" in spec.names
+    spec = fit_spec(df, min_count=5, label="click", lift_key="creative_id", lift_prior=5.0)
+    assert "seg_s1" in spec.names and "seglift_creative_id" in spec.names
+    assert len(spec.features[-1].lifts) > 3
     enc = OnlineEncoder(spec)
     _assert_same(encode_matrix(df, spec), np.vstack([enc.encode(r) for r in rows]))
     assert FeatureSpec.from_json(spec.to_json()) == spec

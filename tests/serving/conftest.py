@@ -51,7 +51,7 @@ def train_tiny_bundles(workdir: Path, rows: int = 20_000) -> dict[str, Path]:
         ("ctr", logs, "click"),
         ("cvr", logs.filter(pl.col("click") == 1), "conversion"),
     ):
-        spec = fit_spec(frame, min_count=5)
+        spec = fit_spec(frame, min_count=5, label=label, lift_key="campaign_id", lift_prior=20.0)
         x = encode_matrix(frame, spec)
         y = frame.get_column(label).fill_null(0).to_numpy().astype(np.float64)
         if y.sum() == 0:  # a tiny sample may have no conversion: keep the model trainable

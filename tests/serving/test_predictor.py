@@ -60,12 +60,19 @@ def test_predictions_match_the_bundle_batch_path(
 def test_patching_a_slot_equals_encoding_again(predictor: Predictor, requests: list) -> None:
     model = predictor.ctr
     vocab = {f.source: f.vocab for f in model.bundle.spec.features if f.kind == "category"}
-    for campaign in [*vocab["campaign_id"][:3], "never-seen", None]:
-        changes = {"campaign_id": campaign, "creative_id": "cr-unknown", "advertiser_id": None}
-        base = model.encoder.encode_list(requests[0])
-        patched = model.patch(base, changes)
-        direct = model.encoder.encode_list({**requests[0], **changes})
-        assert patched == pytest.approx(direct, nan_ok=True)
+    lift = model.encoder.column_index["seglift_campaign_id"]
+    lifted = [r for r in requests if r.get("user_segments")]
+    assert lifted, "the examples should carry DMP segments"
+    moved = 0
+    for req in lifted:
+        for campaign in [*vocab["campaign_id"][:3], "never-seen", None]:
+            changes = {"campaign_id": campaign, "creative_id": "cr-unknown", "advertiser_id": None}
+            base = model.encoder.encode_list(req)
+            patched = model.patch(base, changes, req.get("user_segments"))
+            direct = model.encoder.encode_list({**req, **changes})
+            assert patched == pytest.approx(direct, nan_ok=True)
+            moved += patched[lift] != base[lift]
+    assert moved, "the segment lift should follow the patched campaign"
 
 
 def test_smoke_check_refuses_out_of_range_probabilities(bundles: dict[str, ModelBundle]) -> None:
