@@ -76,15 +76,15 @@ def _lift_column(df: pl.DataFrame, f: Feature) -> pl.Series:
         pl.col(f.source).cast(pl.String).alias("_k"),
         pl.col("user_segments").cast(pl.List(pl.String)).alias("_s"),
     ).with_row_index("_r")
+    # an empty or null list explodes to one null segment, so every _r comes back, in order
     summed = (
-        rows.explode("_s")
-        .join(table, on=["_k", "_s"], how="left")
-        .group_by("_r")
-        .agg(pl.col("_v").fill_null(0.0).sum())
+        rows.explode("_s", empty_as_null=True, keep_nulls=True)
+        .join(table, on=["_k", "_s"], how="left", maintain_order="left")
+        .group_by("_r", maintain_order=True)
+        .agg(pl.col("_k").first(), pl.col("_v").fill_null(0.0).sum())
     )
-    out = rows.select("_r", "_k").join(summed, on="_r", how="left").sort("_r")
-    return out.select(
-        pl.when(pl.col("_k").is_null()).then(MISSING).otherwise(pl.col("_v").fill_null(0.0))
+    return summed.select(
+        pl.when(pl.col("_k").is_null()).then(MISSING).otherwise(pl.col("_v"))
     ).to_series()
 
 

@@ -1,12 +1,14 @@
 """The feature spec applied to one request dict: the serving hot path.
 
 No polars here: a request is encoded with plain dict look-ups into a float64 row, in a few
-microseconds. The spec is compiled once per model load into `OnlineEncoder`.
+microseconds. Specs are compiled once per model load: `OnlineEncoder` for one spec,
+`PairEncoder` for the pCTR and pCVR specs together. Both run the same loop (`_Compiled`), which
+reads and normalises each request field once, however many specs look it up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,103 +17,45 @@ import numpy as np
 from features.spec import FeatureSpec
 from features.transforms import MISSING, as_utc, segment_lift, slot_size
 
-
-class OnlineEncoder:
-    """Compiled form of a FeatureSpec for single requests; immutable after construction."""
-
-    def __init__(self, spec: FeatureSpec) -> None:
-        self.spec = spec
-        self.width = len(spec.features)
-        self._cats: list[tuple[int, str, dict[str, int]]] = []
-        self._nums: list[tuple[int, str]] = []
-        self._hour: list[int] = []
-        self._weekday: list[int] = []
-        self._segments: dict[str, int] = {}
-        self._lifts: list[tuple[int, str, dict[str, dict[str, float]]]] = []
-        for i, f in enumerate(spec.features):
-            if f.kind == "category":
-                self._cats.append((i, f.source, f.index()))
-            elif f.kind == "numeric":
-                self._nums.append((i, f.source))
-            elif f.kind == "hour":
-                self._hour.append(i)
-            elif f.kind == "weekday":
-                self._weekday.append(i)
-            elif f.kind == "segment":
-                self._segments[f.vocab[0]] = i
-            elif f.kind == "segment_lift":
-                self._lifts.append((i, f.source, f.lift_table()))
-        self.column_index = {f.name: i for i, f in enumerate(spec.features)}
-
-    def encode_list(self, req: Mapping[str, Any]) -> list[float]:
-        """Encode one request; absent fields count as missing, as a null column would.
-
-        `category_code` and `numeric` are inlined (the hot path calls them dozens of times per
-        request); tests/features/test_parity.py holds this loop to those definitions."""
-        row = [0.0] * self.width
-        get = req.get
-        size = slot_size(get("slot_width"), get("slot_height"))
-        for i, src, index in self._cats:
-            value = size if src == "slot_size" else get(src)
-            if value is None:
-                row[i] = MISSING
-            else:
-                row[i] = float(index.get(value if type(value) is str else str(value), 0))
-        for i, src in self._nums:
-            value = get(src)
-            row[i] = MISSING if value is None else float(value)
-        ts: datetime | None = get("event_time")
-        if self._hour or self._weekday:
-            utc = None if ts is None else as_utc(ts)
-            for i in self._hour:
-                row[i] = MISSING if utc is None else float(utc.hour)
-            for i in self._weekday:
-                row[i] = MISSING if utc is None else float(utc.weekday())
-        segments = get("user_segments")
-        if segments:
-            for s in segments:
-                j = self._segments.get(s)
-                if j is not None:
-                    row[j] = 1.0
-        for i, src, table in self._lifts:
-            row[i] = segment_lift(get(src), table, segments)
-        return row
-
-    def encode(self, req: Mapping[str, Any]) -> np.ndarray:
-        return np.asarray(self.encode_list(req), dtype=np.float64)
+LiftTable = dict[str, dict[str, float]]
 
 
-class PairEncoder:
-    """Two specs applied to one request in one pass (the pCTR and pCVR models' specs share
-    their sources and differ only in vocabularies and segment lists): each field is read and
-    normalised once, then looked up in each spec. Rows equal each encoder's `encode_list`
-    (tests/features/test_parity.py); this halves the encoding cost of the serving hot path."""
+class _Compiled:
+    """Several specs' features grouped by source; `encode` returns one row per spec.
 
-    def __init__(self, first: OnlineEncoder, second: OnlineEncoder) -> None:
-        self.widths = (first.width, second.width)
+    `category_code`, `numeric`, `hour_of` and `weekday_of` are inlined (the hot path applies them
+    dozens of times per request); tests/features/test_parity.py holds this loop to those
+    definitions and to the batch encoder."""
+
+    def __init__(self, specs: Sequence[FeatureSpec]) -> None:
+        self.widths = tuple(len(s.features) for s in specs)
         cats: dict[str, list[tuple[int, int, dict[str, int]]]] = {}
         nums: dict[str, list[tuple[int, int]]] = {}
         segments: dict[str, list[tuple[int, int]]] = {}
         self._hour: list[tuple[int, int]] = []
         self._weekday: list[tuple[int, int]] = []
-        self._lifts = [
-            (k, i, src, t) for k, e in enumerate((first, second)) for i, src, t in e._lifts
-        ]
-        for k, enc in enumerate((first, second)):
-            for i, src, index in enc._cats:
-                cats.setdefault(src, []).append((k, i, index))
-            for i, src in enc._nums:
-                nums.setdefault(src, []).append((k, i))
-            self._hour += [(k, i) for i in enc._hour]
-            self._weekday += [(k, i) for i in enc._weekday]
-            for seg, j in enc._segments.items():
-                segments.setdefault(seg, []).append((k, j))
+        self._lifts: list[tuple[int, int, str, LiftTable]] = []
+        for k, spec in enumerate(specs):
+            for i, f in enumerate(spec.features):
+                if f.kind == "category":
+                    cats.setdefault(f.source, []).append((k, i, f.index()))
+                elif f.kind == "numeric":
+                    nums.setdefault(f.source, []).append((k, i))
+                elif f.kind == "hour":
+                    self._hour.append((k, i))
+                elif f.kind == "weekday":
+                    self._weekday.append((k, i))
+                elif f.kind == "segment":
+                    segments.setdefault(f.vocab[0], []).append((k, i))
+                elif f.kind == "segment_lift":
+                    self._lifts.append((k, i, f.source, f.lift_table()))
         self._cats = list(cats.items())
         self._nums = list(nums.items())
         self._segments = segments
 
-    def encode_lists(self, req: Mapping[str, Any]) -> tuple[list[float], list[float]]:
-        rows = ([0.0] * self.widths[0], [0.0] * self.widths[1])
+    def encode(self, req: Mapping[str, Any]) -> tuple[list[float], ...]:
+        """Absent fields count as missing, as a null column would."""
+        rows = tuple([0.0] * w for w in self.widths)
         get = req.get
         size = slot_size(get("slot_width"), get("slot_height"))
         for src, targets in self._cats:
@@ -147,6 +91,35 @@ class PairEncoder:
         for k, i, src, table in self._lifts:
             rows[k][i] = segment_lift(get(src), table, segments)
         return rows
+
+
+class OnlineEncoder:
+    """Compiled form of a FeatureSpec for single requests; immutable after construction."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.width = len(spec.features)
+        self.column_index = {f.name: i for i, f in enumerate(spec.features)}
+        self._compiled = _Compiled([spec])
+
+    def encode_list(self, req: Mapping[str, Any]) -> list[float]:
+        return self._compiled.encode(req)[0]
+
+    def encode(self, req: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray(self.encode_list(req), dtype=np.float64)
+
+
+class PairEncoder:
+    """Two specs applied to one request in one pass (the pCTR and pCVR models' specs share
+    their sources and differ only in vocabularies and segment lists): each field is read and
+    normalised once, then looked up in each spec. Rows equal each encoder's `encode_list`."""
+
+    def __init__(self, first: OnlineEncoder, second: OnlineEncoder) -> None:
+        self._compiled = _Compiled([first.spec, second.spec])
+
+    def encode_lists(self, req: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+        first, second = self._compiled.encode(req)
+        return first, second
 
 
 __all__ = ["MISSING", "OnlineEncoder", "PairEncoder"]

@@ -54,7 +54,7 @@ class Feature:
     kind: Kind
     source: str
     vocab: tuple[str, ...] = ()
-    # segment_lift: (key, segment, log-odds lift) cells learned on the training window
+    # segment_lift: (key, segment, ln rate ratio) cells learned on the training window
     lifts: tuple[tuple[str, str, float], ...] = ()
 
     def index(self) -> dict[str, int]:

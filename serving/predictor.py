@@ -118,16 +118,20 @@ class LoadedModel:
 class Predictor:
     ctr: LoadedModel
     cvr: LoadedModel
-    shared_encoding: bool  # both specs identical: encode each request once
-    pair: PairEncoder | None = None  # else both specs in one pass
+    pair: PairEncoder | None  # both specs in one pass; None when they are identical
 
     @classmethod
     def build(cls, ctr: LoadedModel, cvr: LoadedModel) -> Predictor:
         shared = ctr.bundle.spec.to_json() == cvr.bundle.spec.to_json()
         pair = None if shared else PairEncoder(ctr.encoder, cvr.encoder)
-        predictor = cls(ctr=ctr, cvr=cvr, shared_encoding=shared, pair=pair)
+        predictor = cls(ctr=ctr, cvr=cvr, pair=pair)
         predictor.smoke_check()
         return predictor
+
+    @property
+    def shared_encoding(self) -> bool:
+        """Both specs identical: one encoded row serves both models."""
+        return self.pair is None
 
     @property
     def versions(self) -> dict[str, dict[str, str]]:

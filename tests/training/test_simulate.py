@@ -28,6 +28,7 @@ SHARED = Path(
 )
 IPINYOU_2259 = SHARED / "ipinyou_2259_logs" / "train.log.tsv.gz"
 LIN_ONE_EIGHTH = ("--strategies", "lin", "--budget-fractions", "1/8")
+TRUE_CTR = ("--pctr-column", "true_ctr")
 METRICS = (
     "clicks", "conversions", "wins", "spend", "win_rate", "ecpc", "ecpa", "ctr", "expected_clicks",
 )  # fmt: skip
@@ -178,18 +179,7 @@ def test_logs_without_price_column(tmp_path: Path, mlflow_uri: str) -> None:
     frame.write_parquet(parquet)
     frame.with_columns(pl.col("user_segments").list.join(";")).write_csv(csv_path)
     for path in (parquet, csv_path):
-        code, out, err = invoke(
-            [
-                "--logs",
-                path,
-                "--pctr-column",
-                "true_ctr",
-                "--strategies",
-                "lin",
-                "--budget-fractions",
-                "1/8",
-            ]
-        )
+        code, out, err = invoke(["--logs", path, *TRUE_CTR, *LIN_ONE_EIGHTH])
         assert code == 2, (path, out, err)
         one_line_error(err, "no price column", "market_price")
 
@@ -247,18 +237,8 @@ def test_logs_without_clicks_give_zeros_and_a_warning(tmp_path: Path, mlflow_uri
     frame = synth_frame().with_columns(pl.lit(0).alias("click"), pl.lit(0).alias("conversion"))
     path = tmp_path / "noclicks.parquet"
     frame.write_parquet(path)
-    code, out, err = invoke(
-        [
-            "--logs",
-            path,
-            "--pctr-column",
-            "true_ctr",
-            "--strategies",
-            "lin,ortb1",
-            "--budget-fractions",
-            "1/8,1/2",
-        ]
-    )
+    grid = ("--strategies", "lin,ortb1", "--budget-fractions", "1/8,1/2")
+    code, out, err = invoke(["--logs", path, *TRUE_CTR, *grid])
     assert code == 0, (out, err)
     assert "warning" in out and "no clicks" in out, out
     assert "Traceback" not in out + err
