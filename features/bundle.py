@@ -7,10 +7,11 @@ artifacts; serving downloads the directory and rebuilds the callable with `load`
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import lightgbm as lgb
 import numpy as np
@@ -19,6 +20,9 @@ import polars as pl
 from features.batch import encode_matrix
 from features.calibrator import Calibrator
 from features.spec import FeatureSpec
+
+if TYPE_CHECKING:
+    from features.forest import Forest
 
 MODEL_FILE: Final = "model.txt"
 SPEC_FILE: Final = "feature_spec.json"
@@ -38,16 +42,24 @@ class ModelBundle:
     calibrator: Calibrator
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def predict_raw_matrix(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.predict(x, num_threads=1)  # type: ignore[return-value]
+    @functools.cached_property
+    def forest(self) -> Forest:
+        """The booster as flat arrays for batch scoring (built on first use, then kept)."""
+        from features.forest import Forest  # numba's import costs a second: only when scoring
 
-    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        return Forest.from_booster(self.booster)
+
+    def predict_raw_matrix(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        """What `Booster.predict` gives (the uncalibrated probability), through the forest."""
+        return self.forest.predict(x, threads)
+
+    def predict_matrix(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         """Calibrated probabilities for an encoded matrix."""
-        return self.calibrator.transform(self.predict_raw_matrix(x))
+        return self.calibrator.transform(self.predict_raw_matrix(x, threads))
 
-    def predict_frame(self, df: pl.DataFrame) -> np.ndarray:
+    def predict_frame(self, df: pl.DataFrame, threads: int = 1) -> np.ndarray:
         """Calibrated probabilities for canonical log rows."""
-        return self.predict_matrix(encode_matrix(df, self.spec))
+        return self.predict_matrix(encode_matrix(df, self.spec), threads)
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

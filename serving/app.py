@@ -197,6 +197,7 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     app.state.metrics = metrics
     app.state.service = service
     errors.install(app)
+    app.include_router(routes.hot_router)
     app.include_router(routes.router)
     app.include_router(rtb.router)
     app.add_middleware(

@@ -2,8 +2,10 @@
 
 Handlers are `async def` (as are their dependencies) so that scoring runs on the event loop
 thread: no thread-pool hop per request, and the FastPredictor buffers are never shared between
-threads. Bodies are written with orjson into a plain Response; the declared `response_model`s
-document them in OpenAPI and are what the schemathesis test holds the responses to.
+threads. The per-impression endpoints are on `hot_router` (`bodyroute.JsonBodyRoute`: the body
+validated in pydantic's JSON mode, no dependency solving). Bodies are written with orjson into
+a plain Response; the declared `response_model`s document them in OpenAPI and are what the
+schemathesis test holds the responses to.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.responses import Response
 
 from bidding.winrate import WinRateModel
 from serving import bidder
+from serving.bodyroute import JsonBodyRoute
 from serving.budgets import BudgetKeeper
 from serving.campaign_book import CampaignBook, CampaignsStatus
 from serving.dmp import fill_from_profile
@@ -51,6 +54,8 @@ from serving.schemas import (
 from serving.settings import BidoptSettings
 
 router = APIRouter()
+# /v1/predict and /v1/bid: bodies validated in pydantic's JSON mode, endpoint called directly
+hot_router = APIRouter(route_class=JsonBodyRoute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +122,7 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
-@router.post(
+@hot_router.post(
     "/v1/predict",
     response_model=PredictResponse,
     responses=responses_for(PayloadTooLarge, NotReady),
@@ -146,7 +151,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     return json_response({"predictions": predictions, "models": predictor.versions})
 
 
-@router.post(
+@hot_router.post(
     "/v1/bid",
     response_model=BidResponse,
     responses=responses_for(PayloadTooLarge, NotReady, UnknownCampaign, NoCampaigns),

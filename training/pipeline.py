@@ -124,10 +124,9 @@ def window_share(attribution_days: float) -> float:
 
 
 def predict(bundle: ModelBundle, window: pl.DataFrame, threads: int = 1) -> np.ndarray:
-    """`bundle.predict_frame` on several threads: LightGBM scores each row on its own, so the
-    values are identical; only the serving path needs the single-thread setting."""
-    raw = bundle.booster.predict(encode_matrix(window, bundle.spec), num_threads=threads)
-    return bundle.calibrator.transform(raw)
+    """`bundle.predict_frame` on several threads: each row is scored on its own, so the values
+    are the same whatever the thread count."""
+    return bundle.predict_frame(window, threads)
 
 
 def score_window(
@@ -171,9 +170,9 @@ def fit_bundle(
     valid = split.valid
     if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
         valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
-    x_train, x_valid = encode_matrix(split.train, spec), encode_matrix(valid, spec)
-    for column, values in out_of_fold_lifts(split.train, spec, LABEL).items():
-        x_train[:, column] = values  # the training rows never see their own label
+    # the training rows' segment lifts are out of fold: a row never sees its own label
+    x_train = encode_matrix(split.train, spec, given=out_of_fold_lifts(split.train, spec, LABEL))
+    x_valid = encode_matrix(valid, spec)
     y_train, y_valid = labels(split.train), labels(valid)
     timings["features_s"] = time.perf_counter() - t
     rep.step("fit")
@@ -182,8 +181,7 @@ def fit_bundle(
     del x_train
     t = time.perf_counter()
     rep.step("calibrate")
-    raw_valid = fit.booster.predict(x_valid, num_threads=int(cfg.lightgbm["num_threads"]))
-    choice = choose_calibrator(raw_valid, y_valid, cfg.calibration_methods)
+    choice = choose_calibrator(fit.valid_pred, y_valid, cfg.calibration_methods)
     timings["calibrate_s"] = time.perf_counter() - t
     meta = {
         "name": f"bidopt-{cfg.target}",

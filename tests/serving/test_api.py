@@ -136,6 +136,44 @@ def test_bad_input_gets_the_standard_422(live: Server, path: str, body: Any, loc
     assert all({"loc", "msg", "type"} <= set(d) for d in detail)
 
 
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/bid"])
+def test_hot_endpoints_take_json_only_and_report_bad_json_as_fastapi_does(
+    live: Server, path: str
+) -> None:
+    """The per-impression endpoints validate the raw body (bodyroute.JsonBodyRoute): a body
+    that is not declared JSON, or is not JSON, gets the same 422 as FastAPI's own handler."""
+    raw = json.dumps(body_of(BID_IMP))
+    assert post_raw(live, path, raw).status_code in (200, 422)  # the body itself is fine
+    for headers in ({"content-type": "text/plain"}, {"content-type": ""}):
+        r = post_raw(live, path, raw, headers=headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body"]
+        assert "Content-Type: application/json" in r.json()["detail"][0]["msg"]
+    r = post_raw(live, path, raw, headers={"content-type": "application/vnd.x+json; charset=utf-8"})
+    assert r.status_code in (200, 422) and r.json().get("detail", [{}])[0].get("type") != (
+        "content_type"
+    )
+    r = post_raw(live, path, b'{"impressions": [\xff')
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "body"
+
+
+def test_json_body_route_refuses_endpoints_it_cannot_call() -> None:
+    from fastapi import APIRouter, Request
+
+    from serving.bodyroute import JsonBodyRoute
+    from serving.schemas import PredictRequest
+
+    router = APIRouter(route_class=JsonBodyRoute)
+
+    async def extra(body: PredictRequest, request: Request, limit: int = 3) -> None:
+        return None
+
+    with pytest.raises(
+        TypeError, match=r"/x: JsonBodyRoute needs .*\['body', 'request', 'limit'\]"
+    ):
+        router.add_api_route("/x", extra, methods=["POST"])
+
+
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_prices_are_422(live: Server, bad: str) -> None:
     raw = json.dumps(body_of(BID_IMP)).replace('"floor_price": 0.0', f'"floor_price": {bad}')
