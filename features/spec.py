@@ -117,16 +117,18 @@ class FeatureSpec:
         return cls(features=feats, params=data.get("params", {}))
 
 
-def _vocab(values: pl.Series, min_count: int, max_size: int) -> tuple[str, ...]:
-    counts = (
-        values.drop_nulls()
-        .cast(pl.String)
-        .value_counts(name="n")
+def _vocab(values: pl.LazyFrame, name: str, min_count: int, max_size: int) -> pl.LazyFrame:
+    """The values of column `name` seen at least `min_count` times, most frequent first (ties by
+    value, so the codes are reproducible), at most `max_size` of them."""
+    return (
+        values.select(pl.col(name).cast(pl.String))
+        .drop_nulls()
+        .group_by(name)
+        .agg(pl.len().alias("n"))
         .filter(pl.col("n") >= min_count)
-        .sort(["n", values.name], descending=[True, False])
+        .sort(["n", name], descending=[True, False])
         .head(max_size)
     )
-    return tuple(counts.get_column(values.name).to_list())
 
 
 def _lift_rows(train: pl.LazyFrame, key: str, label: str, *extra: str) -> pl.LazyFrame:
@@ -253,14 +255,18 @@ def fit_spec(
     from features.batch import with_derived  # local: batch imports this module
 
     df = with_derived(train)
+    rows = df.lazy()
+    # all vocabularies in one polars query: they are counted side by side on every core
+    queries = [_vocab(rows, src, min_count, max_vocab) for src in CATEGORY_SOURCES]
+    listed = rows.select(pl.col("user_segments").explode().alias("seg"))
+    *vocabs, segments = pl.collect_all([*queries, _vocab(listed, "seg", min_count, max_segments)])
     feats: list[Feature] = []
-    for src in CATEGORY_SOURCES:
-        vocab = _vocab(df.get_column(src), min_count, max_vocab)
-        feats.append(Feature(src, "category", src, vocab))
+    for src, vocab in zip(CATEGORY_SOURCES, vocabs, strict=True):
+        feats.append(Feature(src, "category", src, tuple(vocab.get_column(src).to_list())))
     feats.extend(Feature(src, "numeric", src) for src in NUMERIC_SOURCES)
     feats.append(Feature("hour", "hour", "event_time"))
     feats.append(Feature("weekday", "weekday", "event_time"))
-    segs = _vocab(df.get_column("user_segments").explode().alias("seg"), min_count, max_segments)
+    segs = segments.get_column("seg").to_list()
     feats.extend(Feature(f"seg_{s}", "segment", "user_segments", (s,)) for s in segs)
     params: dict[str, Any] = {
         "min_count": min_count, "max_vocab": max_vocab, "max_segments": max_segments,
