@@ -199,17 +199,19 @@ def decide_requests(
         plans = prepare(campaigns, imp, campaign_imps[i] if campaign_imps is not None else None)
         pairs = to_score(plans)
         keys: list[tuple[str, str]] = []
-        if pairs:
+        if len(pairs) == 1:  # the common case: encode the request with its one candidate
+            cid, crid = pairs[0]
+            adv = next(p.campaign.advertiser for p in plans if p.campaign.id == cid)
+            a, b = predictor.encode({**req, **_candidate(req, adv, cid, crid)})
+            ctr_rows.append(a)
+            cvr_rows.append(b)
+            keys.append((cid, crid))
+        elif pairs:  # encode once, then patch each candidate's slots into a copy
             base_ctr, base_cvr = predictor.encode(req)
-            by_id = {p.campaign.id: p.campaign for p in plans if not p.reason}
             segments = req.get("user_segments")
+            advertisers = {p.campaign.id: p.campaign.advertiser for p in plans if not p.reason}
             for cid, crid in pairs:
-                adv = by_id[cid].advertiser
-                patch = {
-                    "campaign_id": cid,
-                    "creative_id": crid,
-                    "advertiser_id": adv if adv is not None else req.get("advertiser_id"),
-                }
+                patch = _candidate(req, advertisers[cid], cid, crid)
                 row = ctr_model.patch(base_ctr, patch, segments)
                 ctr_rows.append(row)
                 cvr_rows.append(row if shared else cvr_model.patch(base_cvr, patch, segments))
@@ -235,6 +237,18 @@ def decide_requests(
         decision = select(plans, imp, scores, imp_states, rng=rng)
         out.append((_result(str(req.get("impression_id")), decision, inline), decision))
     return out
+
+
+def _candidate(
+    req: Mapping[str, Any], adv: str | None, campaign_id: str, creative_id: str
+) -> dict[str, Any]:
+    """The request fields a (campaign, creative) candidate sets: its ids and its advertiser
+    (the request's own when the campaign names none)."""
+    return {
+        "campaign_id": campaign_id,
+        "creative_id": creative_id,
+        "advertiser_id": adv if adv is not None else req.get("advertiser_id"),
+    }
 
 
 def _with_curve(state: CampaignState, curve: Any) -> CampaignState:
