@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from features.spec import FeatureSpec
-from features.transforms import MISSING, as_utc, segment_lift, slot_size
+from features.transforms import MISSING, UNSEEN_CODE, as_utc, segment_lift, slot_size
 
 LiftTable = dict[str, dict[str, float]]
 
@@ -49,7 +49,15 @@ class _Compiled:
                     segments.setdefault(f.vocab[0], []).append((k, i))
                 elif f.kind == "segment_lift":
                     self._lifts.append((k, i, f.source, f.lift_table()))
-        self._cats = list(cats.items())
+        # per source: one dict from the value to its codes in every spec that reads it (one
+        # look-up per request field however many specs), the codes already floats
+        self._cats: list[tuple[str, tuple[tuple[int, int], ...], dict[str, tuple[float, ...]]]] = []
+        for src, targets in cats.items():
+            values = {v for _, _, index in targets for v in index}
+            merged = {v: tuple(float(index.get(v, 0)) for _, _, index in targets) for v in values}
+            self._cats.append((src, tuple((k, i) for k, i, _ in targets), merged))
+        self._missing = [(MISSING,) * n for n in range(len(specs) + 1)]
+        self._unseen = [(UNSEEN_CODE,) * n for n in range(len(specs) + 1)]
         self._nums = list(nums.items())
         self._segments = segments
 
@@ -58,15 +66,22 @@ class _Compiled:
         rows = tuple([0.0] * w for w in self.widths)
         get = req.get
         size = slot_size(get("slot_width"), get("slot_height"))
-        for src, targets in self._cats:
+        missing, unseen = self._missing, self._unseen
+        for src, places, merged in self._cats:
             value = size if src == "slot_size" else get(src)
+            n = len(places)
             if value is None:
-                for k, i, _ in targets:
-                    rows[k][i] = MISSING
+                codes = missing[n]
             else:
-                key = value if type(value) is str else str(value)
-                for k, i, index in targets:
-                    rows[k][i] = float(index.get(key, 0))
+                codes = merged.get(value if type(value) is str else str(value)) or unseen[n]
+            if n == 2:  # the pCTR/pCVR pair: unrolled, no loop per field
+                (k0, i0), (k1, i1) = places
+                rows[k0][i0], rows[k1][i1] = codes
+            elif n == 1:
+                rows[places[0][0]][places[0][1]] = codes[0]
+            else:
+                for j, (k, i) in enumerate(places):
+                    rows[k][i] = codes[j]
         for src, places in self._nums:
             value = get(src)
             x = MISSING if value is None else float(value)
