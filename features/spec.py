@@ -140,6 +140,19 @@ def _lift_rows(train: pl.LazyFrame, key: str, label: str, *extra: str) -> pl.Laz
     ).filter(pl.col("_k").is_not_null() & pl.col("_y").is_not_null())
 
 
+def _counts(rows: pl.LazyFrame, *by: str) -> list[pl.LazyFrame]:
+    """Clicks and rows per key (_ck, _nk) and per (key, listed segment) (_c, _n), also grouped
+    by the columns `by`."""
+    keys = rows.group_by(*by, "_k").agg(pl.col("_y").sum().alias("_ck"), pl.len().alias("_nk"))
+    cells = (
+        rows.explode("_s")
+        .drop_nulls("_s")
+        .group_by(*by, "_k", "_s")
+        .agg(pl.col("_y").sum().alias("_c"), pl.len().alias("_n"))
+    )
+    return [keys, cells]
+
+
 def _cells(keys: pl.LazyFrame, cells: pl.LazyFrame, prior: float) -> tuple[LiftCell, ...]:
     """Lifts from counts: `keys` has (_k, _ck clicks, _nk rows), `cells` (_k, _s, _c, _n).
 
@@ -176,14 +189,7 @@ def fit_lifts(train: pl.DataFrame, key: str, label: str, prior: float) -> tuple[
     hands the model that interaction. Cells that round to 0 are left out (0 is the default).
     """
     _check_prior(prior)
-    rows = _lift_rows(train.lazy(), key, label)
-    keys = rows.group_by("_k").agg(pl.col("_y").sum().alias("_ck"), pl.len().alias("_nk"))
-    cells = (
-        rows.explode("_s")
-        .drop_nulls("_s")
-        .group_by("_k", "_s")
-        .agg(pl.col("_y").sum().alias("_c"), pl.len().alias("_n"))
-    )
+    keys, cells = _counts(_lift_rows(train.lazy(), key, label))
     return _cells(keys, cells, prior)
 
 
@@ -200,17 +206,7 @@ def fold_lifts(
     if block.size != train.height:
         raise ValueError(f"bounds cover {block.size} rows, the frame has {train.height}")
     blocks = train.lazy().with_columns(_b=pl.Series(block, dtype=pl.Int32))
-    rows = _lift_rows(blocks, key, label, "_b")
-    key_counts = rows.group_by("_b", "_k").agg(
-        pl.col("_y").sum().alias("_ck"), pl.len().alias("_nk")
-    )
-    cell_counts = (
-        rows.explode("_s")
-        .drop_nulls("_s")
-        .group_by("_b", "_k", "_s")
-        .agg(pl.col("_y").sum().alias("_c"), pl.len().alias("_n"))
-    )
-    key_counts, cell_counts = pl.collect_all([key_counts, cell_counts])
+    key_counts, cell_counts = pl.collect_all(_counts(_lift_rows(blocks, key, label, "_b"), "_b"))
     key_total = key_counts.group_by("_k").agg(pl.col("_ck", "_nk").sum())
     cell_total = cell_counts.group_by("_k", "_s").agg(pl.col("_c", "_n").sum())
     out = []

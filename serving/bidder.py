@@ -199,17 +199,17 @@ def decide_requests(
         plans = prepare(campaigns, imp, campaign_imps[i] if campaign_imps is not None else None)
         pairs = to_score(plans)
         keys: list[tuple[str, str]] = []
+        if pairs:
+            advertisers = {p.campaign.id: p.campaign.advertiser for p in plans if not p.reason}
         if len(pairs) == 1:  # the common case: encode the request with its one candidate
             cid, crid = pairs[0]
-            adv = next(p.campaign.advertiser for p in plans if p.campaign.id == cid)
-            a, b = predictor.encode({**req, **_candidate(req, adv, cid, crid)})
+            a, b = predictor.encode({**req, **_candidate(req, advertisers[cid], cid, crid)})
             ctr_rows.append(a)
             cvr_rows.append(b)
             keys.append((cid, crid))
         elif pairs:  # encode once, then patch each candidate's slots into a copy
             base_ctr, base_cvr = predictor.encode(req)
             segments = req.get("user_segments")
-            advertisers = {p.campaign.id: p.campaign.advertiser for p in plans if not p.reason}
             for cid, crid in pairs:
                 patch = _candidate(req, advertisers[cid], cid, crid)
                 row = ctr_model.patch(base_ctr, patch, segments)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -123,19 +123,10 @@ def window_share(attribution_days: float) -> float:
     return early + (1 - early) * late
 
 
-# Below this many (row, tree) visits LightGBM's own predictor is done before numba has loaded
-# the compiled forest (~0.5 s once per process); above it the forest saves ~40% (forest_speed).
-FOREST_MIN_VISITS: Final = 30_000_000
-
-
 def predict(bundle: ModelBundle, window: pl.DataFrame, threads: int = 1) -> np.ndarray:
-    """Calibrated probabilities for a window, on several threads (each row is scored on its own,
-    so the thread count does not change them); the raw scores are the same either way."""
-    x = encode_matrix(window, bundle.spec)
-    if x.shape[0] * bundle.booster.num_trees() < FOREST_MIN_VISITS:
-        raw = bundle.booster.predict(x, num_threads=threads)
-        return bundle.calibrator.transform(raw)
-    return bundle.predict_matrix(x, threads)
+    """`bundle.predict_frame` on several threads: each row is scored on its own, so the thread
+    count does not change the values."""
+    return bundle.predict_frame(window, threads)
 
 
 def score_window(
