@@ -107,6 +107,63 @@ class _Compiled:
             rows[k][i] = segment_lift(get(src), table, segments)
         return rows
 
+    def encode_many(self, reqs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
+        """`encode` of each request, stacked: one float64 matrix per spec, filled a column at a
+        time. Per field it is one list comprehension over the requests instead of a pass of
+        the generic loop per request: a third of the time for a 100-impression bid."""
+        n = len(reqs)
+        mats = tuple(np.zeros((n, w)) for w in self.widths)
+        if n == 0:
+            return mats
+        gets = [r.get for r in reqs]
+        missing, unseen = self._missing, self._unseen
+        for src, places, merged in self._cats:
+            m = len(places)
+            miss, uns, code = missing[m], unseen[m], merged.get
+            if src == "slot_size":
+                values = [slot_size(g("slot_width"), g("slot_height")) for g in gets]
+            else:
+                values = [g(src) for g in gets]
+            codes = [
+                miss if v is None else (code(v if type(v) is str else str(v)) or uns)
+                for v in values
+            ]
+            # one column per spec; zip(*) splits the code tuples faster than indexing them
+            for (k, i), column in zip(places, zip(*codes, strict=True), strict=True):
+                mats[k][:, i] = column
+        for src, places in self._nums:
+            column = [MISSING if v is None else float(v) for v in [g(src) for g in gets]]
+            for k, i in places:
+                mats[k][:, i] = column
+        if self._hour or self._weekday:
+            stamps = [g("event_time") for g in gets]
+            utc = [None if ts is None else as_utc(ts) for ts in stamps]
+            hours = [MISSING if u is None else float(u.hour) for u in utc]
+            weekdays = [MISSING if u is None else float(u.weekday()) for u in utc]
+            for k, i in self._hour:
+                mats[k][:, i] = hours
+            for k, i in self._weekday:
+                mats[k][:, i] = weekdays
+        segment_lists = [g("user_segments") for g in gets]
+        flagged: list[tuple[list[int], list[int]]] = [([], []) for _ in mats]
+        lookup = self._segments.get
+        for r, segments in enumerate(segment_lists):
+            if segments:
+                for s in segments:
+                    places = lookup(s)
+                    if places is not None:
+                        for k, j in places:
+                            flagged[k][0].append(r)
+                            flagged[k][1].append(j)
+        for mat, (rows, cols) in zip(mats, flagged, strict=True):
+            mat[rows, cols] = 1.0
+        for k, i, src, table in self._lifts:
+            mats[k][:, i] = [
+                segment_lift(g(src), table, segs)
+                for g, segs in zip(gets, segment_lists, strict=True)
+            ]
+        return mats
+
 
 class OnlineEncoder:
     """Compiled form of a FeatureSpec for single requests; immutable after construction."""
@@ -123,6 +180,10 @@ class OnlineEncoder:
     def encode(self, req: Mapping[str, Any]) -> np.ndarray:
         return np.asarray(self.encode_list(req), dtype=np.float64)
 
+    def encode_many(self, reqs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """`encode` of each request as the rows of one matrix (faster than row by row)."""
+        return self._compiled.encode_many(reqs)[0]
+
 
 class PairEncoder:
     """Two specs applied to one request in one pass (the pCTR and pCVR models' specs share
@@ -134,6 +195,10 @@ class PairEncoder:
 
     def encode_lists(self, req: Mapping[str, Any]) -> tuple[list[float], list[float]]:
         first, second = self._compiled.encode(req)
+        return first, second
+
+    def encode_many(self, reqs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        first, second = self._compiled.encode_many(reqs)
         return first, second
 
 

@@ -39,7 +39,7 @@ from bidding.selection import decide as select
 from bidding.strategies import BidStrategy, Value
 from bidding.targeting import CHANNEL_NOT_TARGETED, CompiledTargeting
 from bidding.winrate import WinRateModel, segment_key
-from serving.predictor import Predictor
+from serving.predictor import BATCH_MIN_ROWS, Predictor
 from serving.schemas import Campaign as InlineSchema
 
 NOT_ELIGIBLE: Final = "not_eligible"
@@ -190,35 +190,18 @@ def decide_requests(
     `requests` hold the canonical REQUEST_FIELDS plus `impression_id`; `campaign_imps` is the
     user's per-campaign (24 h, 7 d) impressions (profile store) per request.
     """
-    ctr_model, cvr_model, shared = predictor.ctr, predictor.cvr, predictor.shared_encoding
-    ctr_rows: list[list[float]] = []
-    cvr_rows: list[list[float]] = []
     prepared = []
+    total = 0
     for i, req in enumerate(requests):
         imp = Impression.from_request(req, slot=slots[i] if slots is not None else None)
         plans = prepare(campaigns, imp, campaign_imps[i] if campaign_imps is not None else None)
-        pairs = to_score(plans)
-        keys: list[tuple[str, str]] = []
-        if pairs:
-            advertisers = {p.campaign.id: p.campaign.advertiser for p in plans if not p.reason}
-        if len(pairs) == 1:  # the common case: encode the request with its one candidate
-            cid, crid = pairs[0]
-            a, b = predictor.encode({**req, **_candidate(req, advertisers[cid], cid, crid)})
-            ctr_rows.append(a)
-            cvr_rows.append(b)
-            keys.append((cid, crid))
-        elif pairs:  # encode once, then patch each candidate's slots into a copy
-            base_ctr, base_cvr = predictor.encode(req)
-            segments = req.get("user_segments")
-            for cid, crid in pairs:
-                patch = _candidate(req, advertisers[cid], cid, crid)
-                row = ctr_model.patch(base_ctr, patch, segments)
-                ctr_rows.append(row)
-                cvr_rows.append(row if shared else cvr_model.patch(base_cvr, patch, segments))
-                keys.append((cid, crid))
+        keys = to_score(plans)
+        total += len(keys)
         prepared.append((imp, plans, keys))
-
-    pctr, pcvr = predictor.score_rows(ctr_rows, cvr_rows) if ctr_rows else ([], [])
+    if total >= BATCH_MIN_ROWS:  # column-wise encoding of every candidate, one matrix call
+        pctr, pcvr = predictor.score_many(_candidate_requests(requests, prepared))
+    else:
+        pctr, pcvr = _score_few(predictor, requests, prepared)
 
     out = []
     k = 0
@@ -237,6 +220,48 @@ def decide_requests(
         decision = select(plans, imp, scores, imp_states, rng=rng)
         out.append((_result(str(req.get("impression_id")), decision, inline), decision))
     return out
+
+
+def _advertisers(plans: Sequence[Any]) -> dict[str, str | None]:
+    return {p.campaign.id: p.campaign.advertiser for p in plans if not p.reason}
+
+
+def _candidate_requests(
+    requests: Sequence[Mapping[str, Any]], prepared: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Each request merged with each of its candidates, in `to_score` order."""
+    out = []
+    for req, (_, plans, keys) in zip(requests, prepared, strict=True):
+        if keys:
+            advertisers = _advertisers(plans)
+            out += [{**req, **_candidate(req, advertisers[cid], cid, crid)} for cid, crid in keys]
+    return out
+
+
+def _score_few(
+    predictor: Predictor, requests: Sequence[Mapping[str, Any]], prepared: Sequence[Any]
+) -> tuple[list[float], list[float]]:
+    """A few candidates, row by row: a request with one candidate is encoded with it; with
+    several, encoded once and each candidate's slots patched into a copy."""
+    ctr_model, cvr_model, shared = predictor.ctr, predictor.cvr, predictor.shared_encoding
+    ctr_rows: list[list[float]] = []
+    cvr_rows: list[list[float]] = []
+    for req, (_, plans, keys) in zip(requests, prepared, strict=True):
+        if len(keys) == 1:
+            cid, crid = keys[0]
+            a, b = predictor.encode({**req, **_candidate(req, _advertisers(plans)[cid], cid, crid)})
+            ctr_rows.append(a)
+            cvr_rows.append(b)
+        elif keys:
+            advertisers = _advertisers(plans)
+            base_ctr, base_cvr = predictor.encode(req)
+            segments = req.get("user_segments")
+            for cid, crid in keys:
+                patch = _candidate(req, advertisers[cid], cid, crid)
+                row = ctr_model.patch(base_ctr, patch, segments)
+                ctr_rows.append(row)
+                cvr_rows.append(row if shared else cvr_model.patch(base_cvr, patch, segments))
+    return predictor.score_rows(ctr_rows, cvr_rows) if ctr_rows else ([], [])
 
 
 def _candidate(

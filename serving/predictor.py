@@ -3,13 +3,13 @@
 A `Predictor` is built once per model version, smoke-tested, and then only read. A hot swap
 replaces the one reference the app holds, so a request that started on the old pair finishes on
 it. Scoring uses no polars or pandas: `OnlineEncoder` turns the request into a list of floats,
-the LightGBM single-row fast path scores it, and `Calibrator.transform_one` calibrates it. For
-many rows at once the bundle's compiled forest (features/forest.py) scores the matrix.
+the LightGBM single-row fast path scores it, and `Calibrator.transform_one` calibrates it. Many
+rows at once are encoded a column at a time and scored by the bundle's compiled forest
+(features/forest.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +25,8 @@ from features.transforms import category_code, segment_lift
 from serving.fastpredict import FastPredictor
 from serving.registry import ModelRef, VersionRefused
 
-# From this many rows on, one call of the compiled forest beats a loop of single-row calls.
+# From this many rows on, column-wise encoding and one call of the compiled forest beat a loop
+# of single-row calls.
 BATCH_MIN_ROWS: Final = 12
 # Request fields that a bid changes per candidate (campaign, creative, its advertiser).
 PATCHED_SOURCES: Final = ("campaign_id", "creative_id", "advertiser_id")
@@ -151,15 +152,22 @@ class Predictor:
     def score_rows(
         self, ctr_rows: list[list[float]], cvr_rows: list[list[float]]
     ) -> tuple[list[float], list[float]]:
-        """Calibrated pCTR and pCVR for encoded rows: single-row path for a few, matrix beyond."""
-        if len(ctr_rows) < BATCH_MIN_ROWS:
-            ctr, cvr = self.ctr.score_one, self.cvr.score_one
-            return [ctr(r) for r in ctr_rows], [cvr(r) for r in cvr_rows]
-        pctr = self.ctr.score_matrix(_matrix(ctr_rows))
-        pcvr = self.cvr.score_matrix(_matrix(cvr_rows))
-        return pctr.tolist(), pcvr.tolist()
+        """Calibrated pCTR and pCVR of a few encoded rows, one at a time (the fast path)."""
+        ctr, cvr = self.ctr.score_one, self.cvr.score_one
+        return [ctr(r) for r in ctr_rows], [cvr(r) for r in cvr_rows]
+
+    def score_many(self, requests: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+        """Calibrated pCTR and pCVR of many requests: encoded a column at a time into one
+        matrix per model, scored by the compiled forest."""
+        if self.pair is not None:
+            x_ctr, x_cvr = self.pair.encode_many(requests)
+        else:
+            x_ctr = x_cvr = self.ctr.encoder.encode_many(requests)
+        return self.ctr.score_matrix(x_ctr).tolist(), self.cvr.score_matrix(x_cvr).tolist()
 
     def predict(self, requests: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+        if len(requests) >= BATCH_MIN_ROWS:
+            return self.score_many(requests)
         ctr_rows: list[list[float]] = []
         cvr_rows: list[list[float]] = []
         for req in requests:
@@ -196,14 +204,6 @@ class Predictor:
                         f"{label}: smoke check failed on input_example[{i}]: "
                         f"probability {p} is not finite in [0, 1]"
                     )
-
-
-def _matrix(rows: list[list[float]]) -> np.ndarray:
-    """Equal-length rows as a float64 matrix: one flat pass (np.fromiter), ~20% cheaper than
-    np.asarray's nested-list conversion, which was a tenth of a 100-impression bid."""
-    flat = itertools.chain.from_iterable(rows)
-    width = len(rows[0])
-    return np.fromiter(flat, np.float64, count=len(rows) * width).reshape(len(rows), width)
 
 
 def example_requests(meta: Mapping[str, Any], label: str) -> list[dict[str, Any]]:

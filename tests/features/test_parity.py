@@ -124,6 +124,20 @@ def test_pair_encoder_equals_each_encoder(rows: list[dict]) -> None:
         _assert_same(np.asarray(b), second.encode(r))
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_row_strategy(), min_size=0, max_size=30))
+def test_column_wise_encoding_equals_row_by_row(rows: list[dict]) -> None:
+    """encode_many (the batch path of /v1/bid and /v1/predict) stacks what encode gives."""
+    first, second = OnlineEncoder(_spec()), OnlineEncoder(_other_spec())
+    a, b = PairEncoder(first, second).encode_many(rows)
+    assert a.shape == (len(rows), first.width) and b.shape == (len(rows), second.width)
+    assert a.flags.c_contiguous and b.flags.c_contiguous
+    if rows:
+        _assert_same(a, np.vstack([first.encode(r) for r in rows]))
+        _assert_same(b, np.vstack([second.encode(r) for r in rows]))
+    _assert_same(first.encode_many(rows), a)
+
+
 def test_unseen_and_missing_categories_have_distinct_codes() -> None:
     spec = _spec()
     enc = OnlineEncoder(spec)

@@ -162,3 +162,32 @@ def test_creative_with_the_highest_value_wins(predictor: Predictor, requests: li
     best = max(singles, key=lambda s: s["expected_value"])
     assert r["creative_id"] == best["creative_id"]
     assert r["price"] == pytest.approx(best["price"])
+
+
+def test_batch_bid_equals_one_impression_at_a_time(predictor: Predictor, requests: list) -> None:
+    """Past BATCH_MIN_ROWS candidates the bidder encodes column-wise and scores one matrix;
+    below it, row by row with patched candidate slots: both give the same decisions, including
+    impressions with several candidates, none, or one targeted out."""
+    vocab = next(f.vocab for f in predictor.ctr.bundle.spec.features if f.source == "creative_id")
+    camps = [
+        camp(campaign_id="multi", goal="cpc", target=50.0, creative_ids=[*vocab[:3], "new"]),
+        camp(campaign_id="adv", advertiser_id="adv-x", goal="cpc", target=1.5),
+        camp(campaign_id="app-only", goal="cpm", target=2.0, channels=["app"]),
+    ]
+    fields = BidImpression.model_fields
+    imps = [
+        imp(**{k: v for k, v in r.items() if v is not None and k in fields}, impression_id=f"i{i}")
+        for i, r in enumerate(requests)
+    ]
+    assert len(imps) * 5 >= BATCH_MIN_ROWS and {i.channel for i in imps} >= {"app", "web"}
+    batch = decide(predictor, imps, camps)
+    singles = [decide(predictor, [i], camps)[0] for i in imps]
+    assert [r["impression_id"] for r in batch] == [f"i{i}" for i in range(len(imps))]
+    for b, s in zip(batch, singles, strict=True):
+        assert b.keys() == s.keys()
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(s[key], rel=1e-12), key
+            else:
+                assert value == s[key], key
+    assert {r["campaign_id"] for r in batch} == {"multi", "app-only"}
