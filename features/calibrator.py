@@ -69,7 +69,7 @@ class Calibrator:
     def transform_one(self, p: float) -> float:
         """The scalar path for serving: same arithmetic as `transform`, no numpy overhead."""
         if self.method == "isotonic":
-            xs, ys = self._xs, self._ys
+            xs, ys = self._lists()
             if p <= xs[0]:
                 return ys[0]
             if p >= xs[-1]:
@@ -82,14 +82,6 @@ class Calibrator:
             z = self.a_ * math.log(q / (1 - q)) + self.b_
             return min(max(1.0 / (1.0 + math.exp(-z)), EPS), 1 - EPS)
         return min(max(p, EPS), 1 - EPS)
-
-    @property
-    def _xs(self) -> list[float]:
-        return self._lists()[0]
-
-    @property
-    def _ys(self) -> list[float]:
-        return self._lists()[1]
 
     def _lists(self) -> tuple[list[float], list[float]]:
         cached = self.__dict__.get("_knot_lists")
