@@ -1,6 +1,9 @@
 """A route class for the per-impression endpoints: the body parsed and validated by pydantic in
 JSON mode, then the endpoint called directly.
 
+`direct_handlers` gives these handlers by path, for app.ServiceMiddleware to call without
+FastAPI's routing.
+
 Per request, FastAPI's own handler parses the body with `json.loads`, validates the resulting
 dicts in Python mode, parses the Content-Type with the email package and solves the endpoint's
 parameters: on `/v1/bid` with one impression that cost more than scoring it (py-spy on
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +25,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -104,3 +108,14 @@ class JsonBodyRoute(APIRoute):
             return await endpoint(value, request)  # type: ignore[no-any-return]
 
         return handler
+
+
+def direct_handlers(routes: Iterable[BaseRoute]) -> dict[str, Handler]:
+    """path -> handler of every JsonBodyRoute (POST only), as the router would run it."""
+    out: dict[str, Handler] = {}
+    for route in routes:
+        if isinstance(route, JsonBodyRoute):
+            if route.methods != {"POST"}:
+                raise TypeError(f"{route.path}: a JsonBodyRoute serves POST only")
+            out[route.path] = route.get_route_handler()
+    return out

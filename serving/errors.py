@@ -101,16 +101,28 @@ def error_response(status_code: int, detail: str, field: str | None) -> Response
     return Response(body, status_code=status_code, media_type="application/json")
 
 
+def render(request: Request, exc: ServingError | RequestValidationError) -> Response:
+    """The response for a client error: what the app's exception handlers answer, also used
+    where a request skips the router (app.ServiceMiddleware's direct handlers)."""
+    if isinstance(exc, ServingError):
+        return error_response(exc.status_code, exc.detail, exc.field)
+    return _validation_response(request, exc)
+
+
 async def _handle(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServingError)
-    return error_response(exc.status_code, exc.detail, exc.field)
+    return render(request, exc)
 
 
 async def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return render(request, exc)
+
+
+def _validation_response(request: Request, exc: RequestValidationError) -> Response:
     """FastAPI's standard 422 body, serialised so that a NaN or infinity echoed back in
     `input` cannot turn the 422 into a 500 (the stdlib encoder refuses them; orjson writes
     null)."""
-    assert isinstance(exc, RequestValidationError)
     if request.url.path in BAD_REQUEST_PATHS:
         return _bad_request(exc)
     body = orjson.dumps({"detail": jsonable_encoder(exc.errors())}, default=str)

@@ -7,7 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, Request
 
+from serving.bodyroute import JsonBodyRoute, direct_handlers
+from serving.schemas import PredictRequest
 from tests.serving.conftest import API_KEY, Server
 
 pytestmark = pytest.mark.integration
@@ -158,11 +161,6 @@ def test_hot_endpoints_take_json_only_and_report_bad_json_as_fastapi_does(
 
 
 def test_json_body_route_refuses_endpoints_it_cannot_call() -> None:
-    from fastapi import APIRouter, Request
-
-    from serving.bodyroute import JsonBodyRoute
-    from serving.schemas import PredictRequest
-
     router = APIRouter(route_class=JsonBodyRoute)
 
     async def extra(body: PredictRequest, request: Request, limit: int = 3) -> None:
@@ -172,6 +170,41 @@ def test_json_body_route_refuses_endpoints_it_cannot_call() -> None:
         TypeError, match=r"/x: JsonBodyRoute needs .*\['body', 'request', 'limit'\]"
     ):
         router.add_api_route("/x", extra, methods=["POST"])
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/bid"])
+def test_only_posts_to_the_hot_paths_skip_the_router(live: Server, path: str) -> None:
+    """app.ServiceMiddleware hands POST /v1/predict and /v1/bid straight to their handlers;
+    other methods and the slash-suffixed path still get the router's answers, and the direct
+    requests are counted in /metrics like any other."""
+    assert live.client.get(path).status_code == 405
+    assert live.client.put(path, json={}).status_code == 405
+    slashed = live.client.post(path + "/", json={"impressions": [BID_IMP]})
+    assert slashed.status_code == 307 and slashed.headers["location"].endswith(path)
+    before = _count(live, path, "422")
+    assert post_raw(live, path, "{}").status_code == 422
+    assert _count(live, path, "422") == before + 1
+
+
+def _count(live: Server, path: str, status: str) -> float:
+    needle = f'bidopt_requests_total{{endpoint="{path}",status="{status}"}} '
+    for line in live.client.get("/metrics").text.splitlines():
+        if line.startswith(needle):
+            return float(line[len(needle) :])
+    return 0.0
+
+
+def test_direct_handlers_serve_post_only() -> None:
+    router = APIRouter(route_class=JsonBodyRoute)
+
+    async def score(body: PredictRequest, request: Request) -> None:
+        return None
+
+    router.add_api_route("/p", score, methods=["POST"])
+    assert list(direct_handlers(router.routes)) == ["/p"]
+    router.add_api_route("/q", score, methods=["PUT"])
+    with pytest.raises(TypeError, match="/q: a JsonBodyRoute serves POST only"):
+        direct_handlers(router.routes)
 
 
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e999"])
