@@ -227,7 +227,7 @@ def create_app(settings: BidoptSettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         rtb_times=service.rtb_times,
-        direct=direct_handlers(app.routes),
+        direct=direct_handlers(routes.hot_router.routes),
     )
     return app
 

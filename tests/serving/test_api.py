@@ -194,6 +194,17 @@ def _count(live: Server, path: str, status: str) -> float:
     return 0.0
 
 
+def test_the_app_hands_the_hot_paths_to_the_middleware(tmp_path: Any) -> None:
+    """The wiring itself: the responses are the same either way, so only this shows the
+    direct lane is in use (FastAPI wraps included routers, so app.routes would not have it)."""
+    from serving.app import ServiceMiddleware, create_app
+    from serving.settings import BidoptSettings
+
+    app = create_app(BidoptSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    [mw] = [m for m in app.user_middleware if m.cls is ServiceMiddleware]
+    assert set(mw.kwargs["direct"]) == {"/v1/predict", "/v1/bid"}
+
+
 def test_direct_handlers_serve_post_only() -> None:
     router = APIRouter(route_class=JsonBodyRoute)
 
