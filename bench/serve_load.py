@@ -329,7 +329,8 @@ def main() -> None:
         floor = Proc(
             [
                 sys.executable, "-m", "uvicorn", "floor_app:app", "--port", str(floor_port),
-                "--no-access-log", "--log-level", "warning",
+                "--no-access-log", "--no-proxy-headers", "--no-server-header",
+                "--log-level", "warning",
             ],
             env, work, work / "floor.log", "0",
         )  # fmt: skip
