@@ -10,8 +10,11 @@ dead worker's values disappear.
 
 from __future__ import annotations
 
+import math
 import os
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import (
@@ -73,6 +76,35 @@ class HandlingTimes:
             self._since = 0
             ordered = sorted(self._ring)
             self.p99_ms = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def fast_observe(child: Histogram) -> Callable[[float], None]:
+    """`child.observe` without prometheus_client's per-call checks (label state, exemplar,
+    a Python loop over the buckets): a bisect and two increments of the child's own values.
+    On a one-impression bid the five metric updates cost a tenth of the request in process.
+    It reads the child's private `_sum`, `_buckets` and `_upper_bounds` (the same since
+    prometheus-client 0.4; pinned below 1); tests/serving/test_metrics.py holds the output
+    to `observe`'s, in single- and multi-process mode."""
+    add_sum = child._sum.inc
+    add_bucket = [bucket.inc for bucket in child._buckets]
+    bounds = list(child._upper_bounds)
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        if not math.isnan(amount):  # observe() puts NaN in no bucket
+            add_bucket[bisect_left(bounds, amount)](1)
+
+    return observe
+
+
+def fast_inc(child: Counter) -> Callable[[], None]:
+    """`child.inc()` by one, without the per-call checks (as `fast_observe`)."""
+    value = child._value
+
+    def inc() -> None:
+        value.inc(1)
+
+    return inc
 
 
 def multiprocess_dir() -> str | None:
@@ -168,11 +200,13 @@ class Metrics:
         for outcome in ("success", "failure"):
             self.campaign_reloads.labels(outcome)
         self.state_degraded.set(0)
-        self._request_children: dict[tuple[str, int], Counter] = {}
-        self._bid_children: dict[str, Counter] = {}
-        self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, OTHER)}
-        self.pctr = self.predictions.labels("ctr")
-        self.pcvr = self.predictions.labels("cvr")
+        self._request_children: dict[tuple[str, int], Callable[[], None]] = {}
+        self._bid_children: dict[str, Callable[[], None]] = {}
+        self._latency_children = {
+            e: fast_observe(self.latency.labels(e)) for e in (*ENDPOINTS, OTHER)
+        }
+        self.observe_pctr = fast_observe(self.predictions.labels("ctr"))
+        self.observe_pcvr = fast_observe(self.predictions.labels("cvr"))
         for model in ("ctr", "cvr"):
             for outcome in ("success", "failure"):
                 self.reloads.labels(model, outcome)
@@ -181,18 +215,18 @@ class Metrics:
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Label children are cached: `labels()` costs more than the increment itself."""
         key = (endpoint, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self.requests.labels(endpoint, str(status))
-            self._request_children[key] = child
-        child.inc()
-        self._latency_children[endpoint].observe(seconds)
+        inc = self._request_children.get(key)
+        if inc is None:
+            inc = fast_inc(self.requests.labels(endpoint, str(status)))
+            self._request_children[key] = inc
+        inc()
+        self._latency_children[endpoint](seconds)
 
     def count_bid(self, outcome: str) -> None:
-        child = self._bid_children.get(outcome)
-        if child is None:
-            child = self._bid_children[outcome] = self.bids.labels(outcome)
-        child.inc()
+        inc = self._bid_children.get(outcome)
+        if inc is None:
+            inc = self._bid_children[outcome] = fast_inc(self.bids.labels(outcome))
+        inc()
 
     def set_versions(self, versions: dict[str, tuple[str, str]]) -> None:
         """`{"ctr": (name, version), ...}`: non-numeric versions are reported as -1."""

@@ -143,7 +143,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
             fill_from_profile(req, service.keeper.store)
         requests.append(req)
     pctr, pcvr = predictor.predict(requests)
-    observe_ctr, observe_cvr = metrics.pctr.observe, metrics.pcvr.observe
+    observe_ctr, observe_cvr = metrics.observe_pctr, metrics.observe_pcvr
     for a, b in zip(pctr, pcvr, strict=True):
         observe_ctr(a)
         observe_cvr(b)
@@ -191,8 +191,8 @@ async def bid(body: BidRequest, request: Request) -> Response:
     for r in results:
         metrics.count_bid("bid" if r["bid"] else r["reason"])
         if r["pctr"] is not None:
-            metrics.pctr.observe(r["pctr"])
-            metrics.pcvr.observe(r["pcvr"])
+            metrics.observe_pctr(r["pctr"])
+            metrics.observe_pcvr(r["pcvr"])
     return json_response({"bids": results, "models": predictor.versions})
 
 
