@@ -155,9 +155,9 @@ class CampaignResult(NamedTuple):
     propensity: float = _NAN  # P(this creative | impression, campaign) under the exploration
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The impression's answer: the winning campaign (or None) and every campaign's result."""
+class Decision(NamedTuple):
+    """The impression's answer: the winning campaign (or None) and every campaign's result.
+    A NamedTuple, as Plan, for its cheaper construction (once per impression)."""
 
     winner: CampaignResult | None
     results: tuple[CampaignResult, ...]
@@ -200,10 +200,12 @@ def prepare(
     imps = campaign_imps or {}
     plans = []
     for c in campaigns:
-        hour, weekday, today = imp.local(c.tz)
-        reason = c.compiled_targeting.check(
-            req, hour, weekday, imp.segments, imp.ip, today, imps.get(c.id)
-        )
+        targeting = c.compiled_targeting
+        if targeting.uses_local_time():
+            hour, weekday, today = imp.local(c.tz)
+        else:
+            hour = weekday = today = None
+        reason = targeting.check(req, hour, weekday, imp.segments, imp.ip, today, imps.get(c.id))
         if reason is not None:
             plans.append(Plan(c, (), reason))
             continue
@@ -293,7 +295,9 @@ def _decide_one(
             )
 
     allowed = outcome.creatives
-    if allowed is None:
+    if allowed is None and n == 1:  # what choose() returns for one creative, any exploration
+        chosen, propensity = 0, 1.0
+    elif allowed is None:
         k = choose(values, exploration=c.exploration, epsilon=c.epsilon, rng=rng, pctrs=pctrs)
         chosen, propensity = k.index, k.propensity
     else:

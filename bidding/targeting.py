@@ -192,6 +192,13 @@ class CompiledTargeting:
     cap: int  # 0 = no frequency cap
     cap_window: int  # index into (imps_24h, imps_7d)
 
+    def uses_local_time(self) -> bool:
+        """Whether `check` reads the hour, weekday or date: converting the auction time to the
+        campaign's timezone costs as much as the rest of the check."""
+        return not (
+            self.start is None and self.end is None and self.hours is None and self.weekdays is None
+        )
+
     def check(
         self,
         request: Mapping[str, Any],
