@@ -280,3 +280,24 @@ def test_rule_context_matches_what_rules_see() -> None:
     c = _ruled()
     ctx = RuleContext(REQUEST, 19, 0, frozenset({"sports"}), parse_ip("198.51.100.0"), 0.006, 0.1)
     assert c.compiled_rules.evaluate(ctx).rule == "evening"
+
+
+def test_time_targeting_reads_the_campaigns_local_time() -> None:
+    """prepare() converts the auction time only for campaigns whose targeting reads it: hours,
+    weekdays and flight dates in the campaign's timezone; the others bid at any time."""
+    ny = dict(timezone="America/New_York")
+    evening = _campaign("ev", targeting={"hours": "19..20", "weekdays": [0]}, **ny)
+    morning = _campaign("mo", targeting={"hours": "7..9"}, **ny)
+    tuesday = _campaign("tu", flight={"start": "2025-06-03"}, **ny)
+    anytime = _campaign("any")
+    scores = _scores(**{f"{c}_{cr}": 0.004 for c in ("ev", "mo", "tu", "any") for cr in "ab"})
+    d = select([evening, morning, tuesday, anytime], REQUEST, scores)  # Mon 19:30 in NY
+    assert [r.reason for r in d.results] == [
+        "",
+        "hour_not_targeted",
+        "outside_flight_dates",
+        "",
+    ]
+    later = {**REQUEST, "event_time": datetime(2025, 6, 3, 13, 0, tzinfo=UTC)}  # Tue 9:00 NY
+    d = select([evening, morning, tuesday, anytime], later, scores)
+    assert [r.reason for r in d.results] == ["hour_not_targeted", "", "", ""]
