@@ -110,7 +110,7 @@ class _Compiled:
     def encode_many(self, reqs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
         """`encode` of each request, stacked: one float64 matrix per spec, filled a column at a
         time. Per field it is one list comprehension over the requests instead of a pass of
-        the generic loop per request: a third of the time for a 100-impression bid."""
+        the generic loop per request: a 100-impression bid took 0.77-0.79x the time (A/B)."""
         n = len(reqs)
         mats = tuple(np.zeros((n, w)) for w in self.widths)
         if n == 0:
