@@ -25,7 +25,7 @@ import polars as pl
 from bidding.pacing import simulate_day
 from features.synth import generate
 from training.config import load_config
-from training.pipeline import fit_bundle, predict
+from training.pipeline import fit_bundle
 from training.simulate import Probabilities, simulate
 from training.splits import make_split
 
@@ -47,7 +47,7 @@ def learned_vs_truth(rows: int, model_share: float) -> bool:
     split, _ = make_split(model_part, "ctr", train_frac=0.8, valid_frac=0.2 - 1e-9)
     bundle, fit, choice, _ = fit_bundle(split, cfg)
     rest = df[cut:]
-    pctr = predict(bundle, rest, threads=2)
+    pctr = bundle.predict_frame(rest, threads=2)
     res = simulate(
         rest, Probabilities(pctr, None, "learned pCTR"), strategies=STRATEGIES,
         fractions=FRACTIONS, replay_fraction=0.6,

@@ -201,7 +201,7 @@ def prepare(
     plans = []
     for c in campaigns:
         targeting = c.compiled_targeting
-        if targeting.uses_local_time():
+        if targeting.uses_local_time:
             hour, weekday, today = imp.local(c.tz)
         else:
             hour = weekday = today = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo
@@ -191,13 +191,13 @@ class CompiledTargeting:
     ip_block: tuple[IpNetwork, ...]
     cap: int  # 0 = no frequency cap
     cap_window: int  # index into (imps_24h, imps_7d)
+    # whether `check` reads the hour, weekday or date: converting the auction time to the
+    # campaign's timezone costs as much as the rest of the check (set from the fields above)
+    uses_local_time: bool = field(init=False)
 
-    def uses_local_time(self) -> bool:
-        """Whether `check` reads the hour, weekday or date: converting the auction time to the
-        campaign's timezone costs as much as the rest of the check."""
-        return not (
-            self.start is None and self.end is None and self.hours is None and self.weekdays is None
-        )
+    def __post_init__(self) -> None:
+        timed = (self.start, self.end, self.hours, self.weekdays) != (None, None, None, None)
+        object.__setattr__(self, "uses_local_time", timed)
 
     def check(
         self,

@@ -132,7 +132,7 @@ class _Compiled:
             for (k, i), column in zip(places, zip(*codes, strict=True), strict=True):
                 mats[k][:, i] = column
         for src, places in self._nums:
-            column = [MISSING if v is None else float(v) for v in [g(src) for g in gets]]
+            column = [MISSING if (v := g(src)) is None else float(v) for g in gets]
             for k, i in places:
                 mats[k][:, i] = column
         if self._hour or self._weekday:

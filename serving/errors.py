@@ -110,12 +110,7 @@ def render(request: Request, exc: ServingError | RequestValidationError) -> Resp
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServingError)
-    return render(request, exc)
-
-
-async def _validation(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, ServingError | RequestValidationError)
     return render(request, exc)
 
 
@@ -151,7 +146,7 @@ def _bad_request(exc: RequestValidationError) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ServingError, _handle)
-    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(RequestValidationError, _handle)
 
 
 def responses_for(*errors: type[ServingError]) -> dict[int | str, dict[str, Any]]:

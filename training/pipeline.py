@@ -123,12 +123,6 @@ def window_share(attribution_days: float) -> float:
     return early + (1 - early) * late
 
 
-def predict(bundle: ModelBundle, window: pl.DataFrame, threads: int = 1) -> np.ndarray:
-    """`bundle.predict_frame` on several threads: each row is scored on its own, so the thread
-    count does not change the values."""
-    return bundle.predict_frame(window, threads)
-
-
 def score_window(
     bundle: ModelBundle,
     window: pl.DataFrame,
@@ -137,7 +131,7 @@ def score_window(
     threads: int = 1,
 ) -> tuple[Evaluation, np.ndarray]:
     """All test metrics of a bundle on a labelled window (used by training and promote)."""
-    p = predict(bundle, window, threads)
+    p = bundle.predict_frame(window, threads)  # rows scored one by one: threads change nothing
     truth_col = TRUTH[target]
     truth = None
     if truth_col in window.columns and window.get_column(truth_col).null_count() == 0:

@@ -28,17 +28,17 @@ def test_test_window_scores_are_the_same_through_the_forest_or_lightgbm(small_lo
     """Small windows are scored by LightGBM, large ones by the compiled forest: the same numbers
     (raw scores bit-identical, probabilities within 1e-15), whichever threshold applies."""
     from features import bundle as bundle_module
-    from training.pipeline import fit_bundle, predict, split_for
+    from training.pipeline import fit_bundle, split_for
 
     from .conftest import fast_config
 
     cfg = fast_config("ctr")
     split, _ = split_for(small_logs, cfg)
     bundle, *_ = fit_bundle(split, cfg)
-    by_lightgbm = predict(bundle, split.test, threads=2)
+    by_lightgbm = bundle.predict_frame(split.test, threads=2)
     assert "forest" not in bundle.__dict__  # a small window: LightGBM scored it
     monkeypatch.setattr(bundle_module, "FOREST_MIN_VISITS", 0)
-    by_forest = predict(bundle, split.test, threads=2)
+    by_forest = bundle.predict_frame(split.test, threads=2)
     assert "forest" in bundle.__dict__
     np.testing.assert_allclose(by_forest, by_lightgbm, rtol=0, atol=1e-15)
     assert np.unique(by_forest).size > 10
