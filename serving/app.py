@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import errors, routes, rtb
-from serving.bodyroute import Handler, direct_handlers
+from serving.bodyroute import DirectHandler, direct_handlers
 from serving.budgets import BudgetKeeper
 from serving.campaign_book import CampaignBook
 from serving.metrics import ENDPOINTS, OTHER, HandlingTimes, Metrics
@@ -56,7 +56,7 @@ class ServiceMiddleware:
         max_body_bytes: int,
         metrics: Metrics,
         rtb_times: HandlingTimes,
-        direct: Mapping[str, Handler],
+        direct: Mapping[str, DirectHandler],
     ) -> None:
         self.app = app
         self.direct = direct
@@ -84,10 +84,11 @@ class ServiceMiddleware:
                     self.rtb_times.observe(elapsed)
             await send(message)
 
-        length = _content_length(scope)
+        length, content_type = _head(scope)
         if length is not None and length > self.limit:
             await errors.error_response(413, *_too_large(self.limit))(scope, receive, send_wrapper)
             return
+        body = None
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             body = await _read_limited(receive, self.limit)
             if body is None:
@@ -98,12 +99,23 @@ class ServiceMiddleware:
             receive = _replay(body, receive)
         handler = self.direct.get(path)
         if handler is not None and scope["method"] == "POST":
+            if body is None:
+                body = await _read_all(receive)
+                if body is None:
+                    return
             request = Request(scope, receive)
             try:
-                response = await handler(request)
+                response = await handler(request, body, content_type)
             except (errors.ServingError, RequestValidationError) as exc:  # as the app's handlers
                 response = errors.render(request, exc)
-            await response(scope, receive, send_wrapper)  # anything else: 500 (outer middleware)
+            # the response's two messages sent as Response.__call__ would, without its wrappers
+            # (no background tasks here); anything raised above: 500 (outer middleware)
+            status = response.status_code
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
+            await send(
+                {"type": "http.response.start", "status": status, "headers": response.raw_headers}
+            )
+            await send({"type": "http.response.body", "body": response.body})
             return
         await self.app(scope, receive, send_wrapper)
 
@@ -112,14 +124,33 @@ def _too_large(limit: int) -> tuple[str, str]:
     return f"request body is larger than the limit of {limit} bytes", "body"
 
 
-def _content_length(scope: Scope) -> int | None:
+def _head(scope: Scope) -> tuple[int | None, str | None]:
+    """The first Content-Length (None if absent or not a number) and the first Content-Type,
+    as Starlette's Headers.get reads them, in one pass."""
+    length: int | None = None
+    content_type: str | None = None
+    seen_length = False
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+        if name == b"content-length" and not seen_length:
+            seen_length = True
+            with contextlib.suppress(ValueError):
+                length = int(value)
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+    return length, content_type
+
+
+async def _read_all(receive: Receive) -> bytes | None:
+    """The body of a request whose Content-Length is within the limit; None if the client
+    disconnected first (nobody to answer)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _read_limited(receive: Receive, limit: int) -> bytes | None:

@@ -1,8 +1,8 @@
 """A route class for the per-impression endpoints: the body parsed and validated by pydantic in
 JSON mode, then the endpoint called directly.
 
-`direct_handlers` gives these handlers by path, for app.ServiceMiddleware to call without
-FastAPI's routing.
+`direct_handlers` gives these handlers by path, taking the body and Content-Type already read,
+for app.ServiceMiddleware to call without FastAPI's routing or Starlette's request stream.
 
 Per request, FastAPI's own handler parses the body with `json.loads`, validates the resulting
 dicts in Python mode, parses the Content-Type with the email package and solves the endpoint's
@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+DirectHandler = Callable[[Request, bytes, "str | None"], Coroutine[Any, Any, Response]]
 
 
 def is_json(content_type: str | None) -> bool:
@@ -79,6 +80,15 @@ class JsonBodyRoute(APIRoute):
     other parameters, no dependencies): anything else is refused when the route is added."""
 
     def get_route_handler(self) -> Handler:
+        call = self.direct_handler()
+
+        async def handler(request: Request) -> Response:
+            return await call(request, await request.body(), request.headers.get("content-type"))
+
+        return handler
+
+    def direct_handler(self) -> DirectHandler:
+        """The handler for a request whose body and Content-Type the caller has read."""
         field = self.body_field
         names = list(inspect.signature(self.endpoint).parameters)
         model = field.field_info.annotation if field is not None else None
@@ -94,28 +104,30 @@ class JsonBodyRoute(APIRoute):
                 f"{self.path}: JsonBodyRoute needs `async def (body: Model, request: Request)`, "
                 f"got parameters {names}"
             )
-        validate = model.model_validate_json
-        endpoint = self.endpoint
-
-        async def handler(request: Request) -> Response:
-            body = await request.body()
-            if not is_json(request.headers.get("content-type")):
-                raise not_json_error()
-            try:
-                value = validate(body)
-            except ValidationError as exc:
-                raise RequestValidationError(body_errors(exc, body), body=body) from None
-            return await endpoint(value, request)  # type: ignore[no-any-return]
-
-        return handler
+        return json_endpoint(model, self.endpoint)
 
 
-def direct_handlers(routes: Iterable[BaseRoute]) -> dict[str, Handler]:
+def json_endpoint(model: type[BaseModel], endpoint: Callable[..., Any]) -> DirectHandler:
+    validate = model.model_validate_json
+
+    async def call(request: Request, body: bytes, content_type: str | None) -> Response:
+        if not is_json(content_type):
+            raise not_json_error()
+        try:
+            value = validate(body)
+        except ValidationError as exc:
+            raise RequestValidationError(body_errors(exc, body), body=body) from None
+        return await endpoint(value, request)  # type: ignore[no-any-return]
+
+    return call
+
+
+def direct_handlers(routes: Iterable[BaseRoute]) -> dict[str, DirectHandler]:
     """path -> handler of every JsonBodyRoute (POST only), as the router would run it."""
-    out: dict[str, Handler] = {}
+    out: dict[str, DirectHandler] = {}
     for route in routes:
         if isinstance(route, JsonBodyRoute):
             if route.methods != {"POST"}:
                 raise TypeError(f"{route.path}: a JsonBodyRoute serves POST only")
-            out[route.path] = route.get_route_handler()
+            out[route.path] = route.direct_handler()
     return out

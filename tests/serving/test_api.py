@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from typing import Any
 
 import httpx
@@ -24,6 +26,9 @@ CAMPAIGN = {
     "max_bid": 10.0,
     "creative_ids": ["a"],
 }
+
+
+JSON = {"content-type": "application/json"}
 
 
 def post_raw(server: Server, path: str, body: str | bytes, **kw: Any) -> httpx.Response:
@@ -184,6 +189,37 @@ def test_only_posts_to_the_hot_paths_skip_the_router(live: Server, path: str) ->
     before = _count(live, path, "422")
     assert post_raw(live, path, "{}").status_code == 422
     assert _count(live, path, "422") == before + 1
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(live: Server) -> None:
+    """The direct lane reads the body itself: with Content-Length and in two TCP segments (the
+    server sees two body messages), and chunked without Content-Length."""
+    body = json.dumps(body_of(BID_IMP)).encode()
+    expected = live.client.post("/v1/bid", content=body, headers=JSON).json()
+    assert expected["bids"][0]["bid"] is True
+    host, port = live.base_url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/bid HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head + body[:40])
+        time.sleep(0.2)
+        sock.sendall(body[40:])
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status, _, rest = raw.partition(b"\r\n")
+    assert status == b"HTTP/1.1 200 OK", raw
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == expected
+
+    def pieces():  # no Content-Length: chunked transfer encoding
+        yield body[:40]
+        yield body[40:]
+
+    r = live.client.post("/v1/bid", content=pieces(), headers=JSON)
+    assert r.status_code == 200 and r.json() == expected
 
 
 def _count(live: Server, path: str, status: str) -> float:
