@@ -9,6 +9,8 @@ concurrency 8, one impression and one campaign per request. References:
   - bare `Booster.predict` on one row, in process
 In process: time per impression for encode + both models + bid (p50), and a batch of 100.
 Also worker RSS, and `--workers 2` against one worker (2 cores only: reported, no bar).
+The p99 bar is checked as measured and scaled to the host the issue's bars were set on (see
+ISSUE_FLOOR_RPS).
 
 Models: the champions of the store at --tracking-uri (default: the project rule); when it has
 none, `bidopt quickstart --rows N` is run first in a temporary directory.
@@ -37,6 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.redis_server import redis_server  # noqa: E402  (a real redis-server for --workers 2)
+
+# The issue set its bars on a host where the framework floor served about 8,000 req/s. At
+# concurrency 8 (a closed loop) p99 is about 2.1-2.7 x 8 / req/s for the floor and for bidopt
+# alike (Little's law times the event loop's batching), so it scales with the host's speed: the
+# p99 bar is also checked on p99 x (floor req/s in the same round / ISSUE_FLOOR_RPS), the median
+# over rounds, as every other comparison here is made against the same round's baseline.
+ISSUE_FLOOR_RPS = 8000.0
 
 BARS = {
     "vs_mlflow": 10.0,
@@ -122,7 +131,7 @@ def alternating_rounds(
         out.append((f, b))
         print(
             f"  round {i + 1}: floor {f['rps']:.0f} req/s, {name} {b['rps']:.0f} req/s "
-            f"(p99 {b['p99_ms']:.2f} ms): {b['rps'] / f['rps']:.2f}",
+            f"(p99 {b['p99_ms']:.2f} ms; floor's {f['p99_ms']:.2f}): {b['rps'] / f['rps']:.2f}",
             flush=True,
         )
     return out
@@ -354,6 +363,8 @@ def main() -> None:
         results["floor"] = median_run([f for f, _ in rounds])
         results["bidopt_w1"] = median_run([b for _, b in rounds])
         floor_ratio = statistics.median(b["rps"] / f["rps"] for f, b in rounds)
+        p99_scaled = statistics.median(b["p99_ms"] * f["rps"] / ISSUE_FLOOR_RPS for f, b in rounds)
+        p99_vs_floor = statistics.median(b["p99_ms"] / f["p99_ms"] for f, b in rounds)
 
         # two workers (sharing budgets through Redis) on both cores
         for workers in (2,):
@@ -448,6 +459,7 @@ def main() -> None:
     checks += [
         ("/v1/bid vs FastAPI floor", floor_ratio, BARS["vs_floor"], ">="),
         ("/v1/bid p99 latency (ms)", b["p99_ms"], BARS["p99_ms"], "<="),
+        ("  p99 at a floor of 8,000 req/s", p99_scaled, BARS["p99_ms"], "<="),
         ("per impression p50 (µs)", ip["per_imp_p50_us"], BARS["per_imp_p50_us"], "<="),
         ("batch of 100 p50 (ms)", ip["batch100_ms"], BARS["batch100_ms"], "<="),
         ("worker RSS, 1 worker (MB)", max(rss["w1"]), BARS["rss_mb"], "<="),
@@ -457,7 +469,12 @@ def main() -> None:
         ok = value >= bar if op == ">=" else value <= bar
         print(f"  {label:<32}{value:>10.2f}   bar {op} {bar:<8} {'ok' if ok else 'MISSED'}")
     print(
-        f"\n--workers 2 vs 1: {results['bidopt_w2']['rps'] / b['rps']:.2f}x req/s "
+        f"\np99: {p99_vs_floor:.2f}x the floor's p99 in the same rounds; scaled to the issue's "
+        f"host (floor {ISSUE_FLOOR_RPS:,.0f} req/s): p99 x this round's floor req/s / "
+        f"{ISSUE_FLOOR_RPS:,.0f}, median over rounds"
+    )
+    print(
+        f"--workers 2 vs 1: {results['bidopt_w2']['rps'] / b['rps']:.2f}x req/s "
         f"(RSS per process, MB: w1 {rss['w1']}, w2 {[round(x) for x in rss['w2']]})"
     )
     print(
