@@ -72,11 +72,12 @@ class ServiceMiddleware:
         start = time.perf_counter()
         path = scope["path"]
         endpoint = path if path in self.known else OTHER
-        status = 500
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 elapsed = time.perf_counter() - start
                 self.metrics.observe_request(endpoint, status, elapsed)
@@ -108,8 +109,11 @@ class ServiceMiddleware:
                 response = await handler(request, body, content_type)
             except (errors.ServingError, RequestValidationError) as exc:  # as the app's handlers
                 response = errors.render(request, exc)
+            except Exception:  # the outer middleware answers 500; counted here
+                self.metrics.observe_request(endpoint, 500, time.perf_counter() - start)
+                raise
             # the response's two messages sent as Response.__call__ would, without its wrappers
-            # (no background tasks here); anything raised above: 500 (outer middleware)
+            # (no background tasks here)
             status = response.status_code
             self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
             await send(
@@ -117,7 +121,12 @@ class ServiceMiddleware:
             )
             await send({"type": "http.response.body", "body": response.body})
             return
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if not started:  # the outer middleware answers 500; counted here
+                self.metrics.observe_request(endpoint, 500, time.perf_counter() - start)
+            raise
 
 
 def _too_large(limit: int) -> tuple[str, str]:
