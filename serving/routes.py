@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -45,6 +46,7 @@ from serving.schemas import (
     BidRequest,
     BidResponse,
     Health,
+    Impression,
     ModelsStatus,
     PredictRequest,
     PredictResponse,
@@ -52,6 +54,7 @@ from serving.schemas import (
     ReloadResult,
 )
 from serving.settings import BidoptSettings
+from serving.state import InMemoryStore, ResilientStore
 
 router = APIRouter()
 # /v1/predict and /v1/bid: bodies validated in pydantic's JSON mode, endpoint called directly
@@ -118,6 +121,21 @@ def hot_state(request: Request) -> tuple[Service, Predictor]:
     return state.service, current
 
 
+def with_profiles(
+    impressions: Sequence[Impression], store: InMemoryStore | ResilientStore
+) -> list[dict[str, Any]]:
+    """Each impression's request fields; those with a user_id get a copy filled from the profile
+    store (the others are passed as they are: no copy per impression)."""
+    requests = []
+    for imp in impressions:
+        req = imp.__dict__
+        if req.get("user_id"):
+            req = dict(req)
+            fill_from_profile(req, store)
+        requests.append(req)
+    return requests
+
+
 def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
@@ -135,14 +153,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     n = len(body.impressions)
     if n > settings.max_impressions:
         raise TooManyItems("impressions", n, settings.max_impressions)
-    requests = []
-    for imp in body.impressions:
-        req = imp.__dict__
-        if req.get("user_id"):
-            req = dict(req)
-            fill_from_profile(req, service.keeper.store)
-        requests.append(req)
-    pctr, pcvr = predictor.predict(requests)
+    pctr, pcvr = predictor.predict(with_profiles(body.impressions, service.keeper.store))
     observe_ctr, observe_cvr = metrics.observe_pctr, metrics.observe_pcvr
     for a, b in zip(pctr, pcvr, strict=True):
         observe_ctr(a)
@@ -172,14 +183,7 @@ async def bid(body: BidRequest, request: Request) -> Response:
     if body.campaigns is not None:
         if len(body.campaigns) > settings.max_campaigns:
             raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
-        store = service.keeper.store
-        requests = []
-        for imp in body.impressions:
-            req = imp.__dict__
-            if req.get("user_id"):
-                req = dict(req)
-                fill_from_profile(req, store)
-            requests.append(req)
+        requests = with_profiles(body.impressions, service.keeper.store)
         results = [
             r
             for r, _ in bidder.decide_requests(
