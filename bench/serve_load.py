@@ -82,7 +82,7 @@ def venv_env(**extra: str) -> dict[str, str]:
 
 
 def ensure_store(uri: str | None, rows: int, work: Path) -> str:
-    from serving.registry import Registry, RegistryUnavailable
+    from serving.models.registry import Registry, RegistryUnavailable
     from serving.settings import default_tracking_uri
 
     uri = uri or default_tracking_uri()
@@ -151,9 +151,9 @@ def in_process(uri: str) -> dict[str, Any]:
     import numpy as np
 
     from serving import bidder
-    from serving.predictor import LoadedModel, Predictor, example_requests
-    from serving.registry import Registry
-    from serving.schemas import BidRequest
+    from serving.models.predictor import LoadedModel, Predictor, example_requests
+    from serving.models.registry import Registry
+    from serving.api.schemas import BidRequest
 
     reg = Registry(uri)
     models = {}

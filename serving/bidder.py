@@ -39,8 +39,8 @@ from bidding.selection import decide as select
 from bidding.strategies import BidStrategy, Value
 from bidding.targeting import CHANNEL_NOT_TARGETED, CompiledTargeting
 from bidding.winrate import WinRateModel, segment_key
-from serving.predictor import BATCH_MIN_ROWS, Predictor
-from serving.schemas import Campaign as InlineSchema
+from serving.api.schemas import Campaign as InlineSchema
+from serving.models.predictor import BATCH_MIN_ROWS, Predictor
 
 NOT_ELIGIBLE: Final = "not_eligible"
 VALUE_BIDDING: Final[BidStrategy] = Value()

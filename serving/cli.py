@@ -106,7 +106,7 @@ def check_startup(settings: BidoptSettings) -> None:
         raise typer.Exit(2)
     if settings.campaigns_file is not None:
         from bidding.campaigns import CampaignError
-        from serving.campaign_book import read_campaigns
+        from serving.state.campaigns import read_campaigns
 
         try:
             read_campaigns(settings.campaigns_file)
@@ -116,7 +116,7 @@ def check_startup(settings: BidoptSettings) -> None:
                 typer.echo(line, err=True)
             raise typer.Exit(2) from None
     if settings.winrate_file is not None:
-        from serving.registry import read_winrate
+        from serving.models.registry import read_winrate
 
         try:
             read_winrate(settings.winrate_file)

@@ -7,6 +7,7 @@ Importing this module touches neither disk nor network.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Final
@@ -35,6 +36,15 @@ def default_tracking_uri(cwd: Path | None = None) -> str:
     return f"sqlite:///{base / 'mlruns' / 'mlflow.db'}"
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class BidoptSettings(BaseSettings):
     """Service settings; every field can be set as `BIDOPT_<FIELD>` in the environment."""
 
@@ -51,12 +61,25 @@ class BidoptSettings(BaseSettings):
     reload_interval_s: float = Field(
         default=30.0, gt=0, le=86_400, description="Seconds between background alias polls."
     )
+    proof_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a new model version may take to load and score in its proof "
+        "process (serving/models/proof.py) before it is refused.",
+    )
     api_key: SecretStr | None = Field(
         default=None, description="Key for POST /admin/reload (header X-API-Key); unset = off."
     )
     max_impressions: int = Field(default=1000, ge=1, le=100_000)
     max_campaigns: int = Field(default=100, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    body_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds a request body may take to arrive in full; then 408.",
+    )
     host: str = LOOPBACK
     port: int = Field(default=8000, ge=0, le=65_535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -124,6 +147,18 @@ class BidoptSettings(BaseSettings):
         if len(key) < MIN_KEY_LENGTH:
             raise ValueError(f"BIDOPT_API_KEY must be at least {MIN_KEY_LENGTH} characters")
         return value
+
+    @model_validator(mode="after")
+    def _no_open_write_path(self) -> BidoptSettings:
+        """Without a key, /v1/events moves money for anyone who can reach the port: loopback
+        only, then."""
+        if self.api_key is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address and no BIDOPT_API_KEY is set: "
+                "anyone reaching the port could post events and move budgets; set a key "
+                "(header X-API-Key) or listen on 127.0.0.1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _resolve_tracking_uri(self) -> BidoptSettings:

@@ -34,7 +34,7 @@ id = "video-cpm"
 goal = "cpm"
 target = 6.0
 max_bid = 12.0
-daily_budget = 1000.0
+daily_budget = 10.0
 [campaigns.targeting]
 channels = ["video", "ctv"]
 [[campaigns.creatives]]

@@ -90,7 +90,8 @@ class Server:
         self.proc = proc
         self.base_url = base_url
         self.log_path = log_path
-        self.client = httpx.Client(base_url=base_url, timeout=30.0)
+        # the servers here run with API_KEY: every write carries it unless a test says otherwise
+        self.client = httpx.Client(base_url=base_url, timeout=30.0, headers={"X-API-Key": API_KEY})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -97,7 +97,7 @@ def server(
 def impressions(synth: Any) -> list[dict[str, Any]]:
     """Varied rows of the synthetic logs (channels, exchanges, publishers, devices, segments),
     alternately first and second price, floors from none to above most prices."""
-    from serving.schemas import BidImpression
+    from serving.api.schemas import BidImpression
 
     fields = set(BidImpression.model_fields) - {"impression_id", "event_time"}
     rows = synth.sample(N_IMPRESSIONS, seed=3).to_dicts()
@@ -127,7 +127,7 @@ def test_bid_matches_replay_prices(server: Server, synth: Any, win_model_file: P
     from bidding.replay import log_values, make_log, replay_bids
     from bidding.strategies import make_strategy
     from bidding.winrate import segment_key
-    from serving.registry import read_winrate
+    from serving.models.registry import read_winrate
 
     imps = impressions(synth)
     win_model = read_winrate(win_model_file)

@@ -142,11 +142,11 @@ def test_events_are_deduplicated_and_unknown_campaigns_change_nothing(server: Se
     )
     assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 1}
     before = campaign_status(server)["campaigns"][0]["spend_today"]
-    body = {"events": [win("d2", "web-cpm", 500.0), win("d3", "ghost", 1.0)]}
+    body = {"events": [win("d2", "web-cpm", 5.0), win("d3", "ghost", 1.0)]}
     r = server.client.post("/v1/events", json=body)
     assert r.status_code == 404 and r.json()["field"] == "events[1].campaign_id"
     assert campaign_status(server)["campaigns"][0]["spend_today"] == before
-    r = server.client.post("/v1/events", json={"events": [win("d2", "web-cpm", 500.0)]})
+    r = server.client.post("/v1/events", json={"events": [win("d2", "web-cpm", 5.0)]})
     assert r.json() == {"accepted": 1, "duplicates": 0}  # d2 was not claimed by the 404 batch
     bad = {"events": [{**win("d4", "web-cpm", 1.0), "price": None}]}
     assert server.client.post("/v1/events", json=bad).status_code == 422
@@ -177,9 +177,11 @@ def test_frequency_cap_from_win_events(server: Server) -> None:
 
 
 def test_pacing_throttles_a_campaign_ahead_of_plan(server: Server) -> None:
-    """Spend 99% of video-cpm's daily budget at once: far ahead of any plan, so the controller
-    must bid it down. Behind plan it never bids above the strategy's price (multiplier <= 1)."""
-    r = server.client.post("/v1/events", json={"events": [win("pace1", "video-cpm", 990_000.0)]})
+    """Spend 99% of video-cpm's daily budget at once (825 wins at its max bid of 12 CPM: 9.9 of
+    10): far ahead of any plan, so the controller must bid it down. Behind plan it never bids
+    above the strategy's price (multiplier <= 1)."""
+    wins = [win(f"pace{k}", "video-cpm", 12.0) for k in range(825)]
+    r = server.client.post("/v1/events", json={"events": wins})
     assert r.status_code == 200
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

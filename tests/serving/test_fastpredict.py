@@ -10,7 +10,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving.fastpredict import FastPredictError, FastPredictor
+from serving.models.fastpredict import FastPredictError, FastPredictor
 
 N_ROWS = 10_000
 

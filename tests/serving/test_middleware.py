@@ -1,4 +1,4 @@
-"""app.ServiceMiddleware counts every answer in bidopt_requests_total, also the 500 that the
+"""middleware.RequestMetrics counts every answer in bidopt_requests_total, also the 500 that the
 outer server-error middleware sends for an unexpected exception (no input of the real service
 raises one: the schemathesis run holds that; these tests raise one on purpose)."""
 
@@ -13,8 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from serving.app import ServiceMiddleware, create_app
+from serving.app import create_app
+from serving.lane import Lane
 from serving.metrics import HandlingTimes, Metrics
+from serving.middleware import BodyLimit, RequestMetrics
 from serving.settings import BidoptSettings
 
 
@@ -25,7 +27,7 @@ def count(metrics: Metrics, endpoint: str, status: str) -> float:
     return value or 0.0
 
 
-def call(mw: ServiceMiddleware, path: str) -> list[Message]:
+def call(mw: RequestMetrics, path: str) -> list[Message]:
     scope: Scope = {
         "type": "http",
         "method": "POST",
@@ -45,7 +47,7 @@ def call(mw: ServiceMiddleware, path: str) -> list[Message]:
     return sent
 
 
-def middleware(inner_fails_after_start: bool = False) -> tuple[ServiceMiddleware, Metrics]:
+def middleware(inner_fails_after_start: bool = False) -> tuple[RequestMetrics, Metrics]:
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         if inner_fails_after_start:
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -55,12 +57,11 @@ def middleware(inner_fails_after_start: bool = False) -> tuple[ServiceMiddleware
         raise RuntimeError("handler failed")
 
     metrics = Metrics()
-    mw = ServiceMiddleware(
-        inner,
-        max_body_bytes=1 << 20,
+    lane = Lane(inner, handlers={"/v1/bid": direct})
+    mw = RequestMetrics(
+        BodyLimit(lane, max_bytes=1 << 20, timeout_s=5.0),
         metrics=metrics,
         rtb_times=HandlingTimes(),
-        direct={"/v1/bid": direct},
     )
     return mw, metrics
 

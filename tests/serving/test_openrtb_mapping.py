@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from serving.openrtb import BidRequest, to_impressions
+from serving.openrtb.schemas import BidRequest, to_impressions
 
 FIXTURES = Path(
     os.environ.get(

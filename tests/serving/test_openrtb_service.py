@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -141,14 +141,23 @@ def test_malformed_bid_request_is_400_naming_the_field(
 def test_win_notice_records_spend_once(server: Server) -> None:
     req = {**fixture("banner-site.json"), "id": "win-notice-test"}
     bid = only_bid(server.client.post("/openrtb2/bid", json=req), req)
-    url = urlsplit(bid["nurl"].replace("${AUCTION_PRICE}", "2.5"))
+    clearing = round(bid["price"] / 2, 6)  # second price: below our bid
+    url = urlsplit(bid["nurl"].replace("${AUCTION_PRICE}", str(clearing)))
     before = spend(server, "web-cpm")
     r = server.client.get(f"{url.path}?{url.query}")
     assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0}
     assert server.client.get(f"{url.path}?{url.query}").json() == {"accepted": 0, "duplicates": 1}
-    assert spend(server, "web-cpm") == pytest.approx(before + 0.0025)
+    assert spend(server, "web-cpm") == pytest.approx(before + clearing / 1000)
     forged = url.query.replace("cid=web-cpm", "cid=small-budget")
     assert server.client.get(f"{url.path}?{forged}").status_code == 403
+    bid_price = float(parse_qs(url.query)["bp"][0])
+    assert bid_price == bid["price"]  # the signed bid price is the one we sent
+    dearer = url.query.replace(f"&price={clearing}", f"&price={bid_price + 0.01}")
+    r = server.client.get(f"{url.path}?{dearer}")  # the same notice with a forged price
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "price"], r.text
+    raised = url.query.replace(f"bp={parse_qs(url.query)['bp'][0]}", "bp=999.0")
+    assert server.client.get(f"{url.path}?{raised}").status_code == 403  # bp is signed
+    assert spend(server, "web-cpm") == pytest.approx(before + clearing / 1000)
 
 
 def spend(server: Server, campaign: str) -> float:

@@ -12,9 +12,9 @@ import pytest
 from features.bundle import ModelBundle
 from features.calibrator import Calibrator
 from serving import bidder
-from serving.predictor import BATCH_MIN_ROWS, LoadedModel, Predictor, example_requests
-from serving.registry import ModelRef, VersionRefused
-from serving.schemas import BidImpression, Campaign
+from serving.api.schemas import BidImpression, Campaign
+from serving.models.predictor import BATCH_MIN_ROWS, LoadedModel, Predictor, example_requests
+from serving.models.registry import ModelRef, VersionRefused
 
 
 def loaded(target: str, bundle: ModelBundle, version: str = "1") -> LoadedModel:

@@ -49,7 +49,7 @@ def corrupt_copy(uri: str, name: str, dst: Path) -> str:
     """The champion's files with a model.txt that is not a LightGBM model."""
     import mlflow.artifacts
 
-    from serving.registry import bundle_path
+    from serving.models.registry import bundle_path
 
     c = client_for(uri)
     mv = c.get_model_version_by_alias(name, "champion")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.state import InMemoryStore, RedisStore, ResilientStore, make_store
+from serving.state.store import InMemoryStore, RedisStore, ResilientStore, make_store
 from tests.redis_server import free_port, redis_server
 
 HOUR_US = 3600 * 1_000_000

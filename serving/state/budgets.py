@@ -26,8 +26,8 @@ from typing import Any, Final
 from bidding.campaigns import Campaign
 from bidding.pacing import PacingState, PidGains, even_plan, local_day, new_state, step
 from bidding.selection import CampaignState
-from serving.campaign_book import CampaignBook
-from serving.state import InMemoryStore, ResilientStore
+from serving.state.campaigns import CampaignBook
+from serving.state.store import Store
 
 log = logging.getLogger("bidopt.pacing")
 
@@ -37,8 +37,6 @@ PLAN: Final = even_plan()
 # price, never above it. Bidding over the value to catch up buys impressions at a loss, and a
 # service started mid-day (no spend yet, plan already at 30%) would otherwise open at max bid.
 GAINS: Final = PidGains(max_multiplier=1.0)
-
-Store = InMemoryStore | ResilientStore
 
 
 def day_key(campaign: Campaign, epoch_s: float) -> str:
@@ -58,7 +56,7 @@ class BudgetKeeper:
 
     @property
     def degraded(self) -> bool:
-        return bool(getattr(self.store, "degraded", False))
+        return self.store.degraded
 
     @property
     def backend(self) -> str:

@@ -8,8 +8,10 @@ reloader calls it from a worker thread so the event loop keeps answering bids me
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -126,12 +128,14 @@ class Registry:
         return ModelRef(name=name, alias=alias, version=str(mv.version), run_id=mv.run_id or None)
 
     def load(self, ref: ModelRef) -> ModelBundle:
-        return self.load_version(ref)[0]
+        """Download and rebuild one version in this process, without a proof (bench, tests)."""
+        with self.fetched(ref) as bundle_dir:
+            return read_version(ref, bundle_dir)[0]
 
-    def load_version(self, ref: ModelRef) -> tuple[ModelBundle, WinRateModel | None]:
-        """Download one version and rebuild its bundle, plus the optional `winrate.json` beside
-        the four bundle files (first-price shading); the download is deleted afterwards
-        (ModelBundle.load reads every file into memory)."""
+    @contextlib.contextmanager
+    def fetched(self, ref: ModelRef) -> Iterator[Path]:
+        """One version's bundle directory, downloaded to a temporary directory that is deleted
+        afterwards (ModelBundle.load reads every file into memory)."""
         import mlflow.artifacts
 
         uri = f"models:/{ref.name}/{ref.version}"
@@ -150,17 +154,24 @@ class Registry:
             bundle_dir = bundle_path(Path(local))
             if not bundle_dir.is_dir():
                 raise VersionRefused(f"{uri}: no bundle directory in the logged model")
-            try:
-                bundle = ModelBundle.load(bundle_dir)
-            except BundleError as e:
-                reason = short(e).replace(str(tmp), "<download>")
-                raise VersionRefused(f"{uri}: {reason}") from e
-            winrate_path = bundle_dir / WINRATE_FILE
-            if not winrate_path.is_file():
-                return bundle, None
-            try:
-                return bundle, read_winrate(winrate_path)
-            except ValueError as e:
-                raise VersionRefused(f"{uri}: {WINRATE_FILE}: {short(e)}") from e
+            yield bundle_dir
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_version(ref: ModelRef, bundle_dir: Path) -> tuple[ModelBundle, WinRateModel | None]:
+    """Rebuild a (proven) bundle, plus the optional `winrate.json` beside the four bundle files
+    (first-price shading)."""
+    uri = f"models:/{ref.name}/{ref.version}"
+    try:
+        bundle = ModelBundle.load(bundle_dir)
+    except BundleError as e:
+        reason = short(e).replace(str(bundle_dir.parent.parent.parent), "<download>")
+        raise VersionRefused(f"{uri}: {reason}") from e
+    winrate_path = bundle_dir / WINRATE_FILE
+    if not winrate_path.is_file():
+        return bundle, None
+    try:
+        return bundle, read_winrate(winrate_path)
+    except ValueError as e:
+        raise VersionRefused(f"{uri}: {WINRATE_FILE}: {short(e)}") from e

@@ -17,8 +17,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from bidding.campaigns import Campaign, CampaignError, load_campaigns
 
 log = logging.getLogger("bidopt.campaigns")
@@ -94,66 +92,3 @@ class CampaignBook:
             "reloads_succeeded": self.reloads_succeeded,
             "reloads_failed": self.reloads_failed,
         }
-
-
-class CampaignState(BaseModel):
-    id: str
-    advertiser: str | None
-    goal: str
-    strategy: str
-    daily_budget: float
-    total_budget: float | None
-    timezone: str
-    day: str = Field(description="The campaign-local date spend is counted for now.")
-    spend_today: float
-    spend_total: float | None
-    budget_left: float
-    pacing_multiplier: float
-    creatives: list[str]
-
-
-class CampaignsStatus(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "file": "campaigns.toml",
-                    "loaded_at": "2025-06-01T14:00:00+00:00",
-                    "last_error": None,
-                    "reloads_succeeded": 0,
-                    "reloads_failed": 0,
-                    "backend": "redis",
-                    "degraded": False,
-                    "campaigns": [
-                        {
-                            "id": "cmp-004",
-                            "advertiser": None,
-                            "goal": "cpa",
-                            "strategy": "value",
-                            "daily_budget": 100.0,
-                            "total_budget": None,
-                            "timezone": "UTC",
-                            "day": "2025-06-01",
-                            "spend_today": 41.2,
-                            "spend_total": None,
-                            "budget_left": 58.8,
-                            "pacing_multiplier": 0.93,
-                            "creatives": ["cmp-004-cr0", "cmp-004-cr4"],
-                        }
-                    ],
-                }
-            ]
-        }
-    )
-
-    file: str | None
-    loaded_at: str | None
-    last_error: list[str] | None = Field(
-        description="Why the last change of the file was refused (one line per problem); the "
-        "previous campaigns keep bidding."
-    )
-    reloads_succeeded: int
-    reloads_failed: int
-    backend: str = Field(description="memory, redis, or 'memory (redis unreachable)'.")
-    degraded: bool
-    campaigns: list[CampaignState]

@@ -58,8 +58,14 @@ def build_profile(
     return Profile(segments, counters, per_campaign(imps), per_campaign(clicks))
 
 
-class StateStore(Protocol):
-    backend: str
+class Store(Protocol):
+    """What budgets, events and profiles are typed against; `InMemoryStore` and
+    `ResilientStore` (Redis with a local fallback) implement it."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def degraded(self) -> bool: ...
 
     def claim_event(self, event_id: str) -> bool:
         """True the first time an event id is seen, False for a repeat (counted once)."""
@@ -98,6 +104,7 @@ class InMemoryStore:
     """Per-process state; correct for one worker (the serve command refuses more without Redis)."""
 
     backend = "memory"
+    degraded = False
 
     def __init__(self, max_users: int = 200_000, max_events: int = 2_000_000) -> None:
         self._lock = threading.Lock()
@@ -296,7 +303,7 @@ class ResilientStore:
         return self._call("profile", user_id, now_us)  # type: ignore[no-any-return]
 
 
-def make_store(redis_url: str | None) -> InMemoryStore | ResilientStore:
+def make_store(redis_url: str | None) -> Store:
     return (
         InMemoryStore() if not redis_url else ResilientStore(RedisStore(redis_url), InMemoryStore())
     )

@@ -10,10 +10,10 @@ OpenAPI document; they are not re-validated per request.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from features.schema import AUCTION_TYPES, CHANNELS, DEVICE_TYPES
 
@@ -41,6 +41,24 @@ Pixels = Annotated[int, Field(ge=0, le=100_000)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 _STRICT = ConfigDict(extra="forbid")
+
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    """Aware UTC, between 1970 and 2200: a date at either end of the calendar in a non-UTC
+    offset cannot even be converted to UTC, and nothing bidopt sees happens outside that range."""
+    try:
+        t = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        t = None
+    if t is None or not EARLIEST <= t < LATEST:
+        raise ValueError(f"time {value.isoformat()} is out of range: 1970 to 2200 (UTC)")
+    return t
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
 
 IMPRESSION_EXAMPLE: dict[str, Any] = {
     "event_time": "2025-06-01T14:05:00Z",
@@ -72,7 +90,7 @@ class Impression(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [IMPRESSION_EXAMPLE]})
 
-    event_time: datetime = Field(description="Auction time; naive values are taken as UTC.")
+    event_time: Timestamp = Field(description="Auction time; naive values are taken as UTC.")
     channel: Channel
     exchange: Text | None = None
     publisher: Text | None = None
@@ -204,7 +222,7 @@ class Campaign(BaseModel):
         return self
 
 
-class BidRequest(BaseModel):
+class V1BidRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -232,7 +250,7 @@ class BidRequest(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _unique_campaigns(self) -> BidRequest:
+    def _unique_campaigns(self) -> V1BidRequest:
         if self.campaigns is not None and self.campaign_ids is not None:
             raise ValueError("send either inline campaigns or campaign_ids, not both")
         seen: set[str] = set()
@@ -263,7 +281,7 @@ class BidResult(BaseModel):
     )
 
 
-class BidResponse(BaseModel):
+class V1BidResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -399,3 +417,121 @@ class ReloadResult(BaseModel):
         description="The campaigns file changed and was loaded (true) or refused (false); null "
         "when unchanged or not configured.",
     )
+
+
+MAX_EVENTS = 10_000
+
+EVENT_EXAMPLE: dict[str, Any] = {
+    "event_id": "win-req-1-imp-1",
+    "type": "win",
+    "impression_id": "imp-1",
+    "campaign_id": "cmp-001",
+    "user_id": "u-123",
+    "time": "2025-06-01T14:05:01Z",
+    "price": 1.85,
+}
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EVENT_EXAMPLE]})
+
+    event_id: Id = Field(description="Unique per event: a repeated id is counted once.")
+    type: Literal["win", "click", "conversion"]
+    impression_id: Id
+    campaign_id: Id = Field(description="A campaign of the campaigns file.")
+    user_id: Id | None = None
+    time: Timestamp | None = Field(
+        default=None,
+        description="When it happened; default now; naive values are UTC. Refused outside "
+        "[the campaign's flight start, now + 5 minutes] and older than 8 days.",
+    )
+    price: Annotated[Price, Field(le=1_000_000)] | None = Field(
+        default=None, description="Paying price, CPM in the account currency; required for a win."
+    )
+    value: Annotated[Price, Field(le=1e12)] | None = Field(
+        default=None, description="Conversion value (account currency)."
+    )
+
+    @model_validator(mode="after")
+    def _win_has_price(self) -> Event:
+        if self.type == "win" and self.price is None:
+            raise ValueError("price is required for a win event (the paying price, CPM)")
+        return self
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"events": [EVENT_EXAMPLE]}]}
+    )
+
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 1, "duplicates": 0}]})
+
+    accepted: int = Field(description="Events applied now.")
+    duplicates: int = Field(description="Events whose id was already seen: ignored.")
+
+
+class CampaignStatus(BaseModel):
+    id: str
+    advertiser: str | None
+    goal: str
+    strategy: str
+    daily_budget: float
+    total_budget: float | None
+    timezone: str
+    day: str = Field(description="The campaign-local date spend is counted for now.")
+    spend_today: float
+    spend_total: float | None
+    budget_left: float
+    pacing_multiplier: float
+    creatives: list[str]
+
+
+class CampaignsStatus(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file": "campaigns.toml",
+                    "loaded_at": "2025-06-01T14:00:00+00:00",
+                    "last_error": None,
+                    "reloads_succeeded": 0,
+                    "reloads_failed": 0,
+                    "backend": "redis",
+                    "degraded": False,
+                    "campaigns": [
+                        {
+                            "id": "cmp-004",
+                            "advertiser": None,
+                            "goal": "cpa",
+                            "strategy": "value",
+                            "daily_budget": 100.0,
+                            "total_budget": None,
+                            "timezone": "UTC",
+                            "day": "2025-06-01",
+                            "spend_today": 41.2,
+                            "spend_total": None,
+                            "budget_left": 58.8,
+                            "pacing_multiplier": 0.93,
+                            "creatives": ["cmp-004-cr0", "cmp-004-cr4"],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    file: str | None
+    loaded_at: str | None
+    last_error: list[str] | None = Field(
+        description="Why the last change of the file was refused (one line per problem); the "
+        "previous campaigns keep bidding."
+    )
+    reloads_succeeded: int
+    reloads_failed: int
+    backend: str = Field(description="memory, redis, or 'memory (redis unreachable)'.")
+    degraded: bool
+    campaigns: list[CampaignStatus]

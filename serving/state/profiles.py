@@ -13,12 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from features.profiles import COUNTER_COLUMNS
-from serving.state import InMemoryStore, ResilientStore
+from serving.state.store import Store
 
 
-def fill_from_profile(
-    request: dict[str, Any], store: InMemoryStore | ResilientStore
-) -> dict[str, tuple[int, int]] | None:
+def fill_from_profile(request: dict[str, Any], store: Store) -> dict[str, tuple[int, int]] | None:
     """Fill `request` in place; returns the user's (24 h, 7 d) impressions per campaign id, or
     None when the request names no user (then no frequency cap can apply)."""
     user = request.get("user_id")

@@ -22,8 +22,8 @@ from bidding.winrate import WinRateModel
 from features.bundle import ModelBundle
 from features.online import OnlineEncoder, PairEncoder
 from features.transforms import category_code, segment_lift
-from serving.fastpredict import FastPredictor
-from serving.registry import ModelRef, VersionRefused
+from serving.models.fastpredict import FastPredictor
+from serving.models.registry import ModelRef, VersionRefused
 
 # From this many rows on, column-wise encoding and one call of the compiled forest beat a loop
 # of single-row calls.
@@ -177,33 +177,35 @@ class Predictor:
         return self.score_rows(ctr_rows, cvr_rows)
 
     def smoke_check(self) -> None:
-        """Refuse a pair that gives non-finite or out-of-range probabilities on the stored
-        input examples, or whose single-row or batch path disagrees with Booster.predict (this
-        also loads the batch path's compiled forest before the first request needs it)."""
+        """Each model of the pair passes `smoke_check_model` (also loads the batch path's
+        compiled forest before the first request needs it)."""
         for model in (self.ctr, self.cvr):
-            label = f"{model.ref.name} v{model.ref.version}"
-            examples = example_requests(model.bundle.meta, label)
-            rows = [model.encoder.encode_list(r) for r in examples]
-            matrix = np.asarray(rows, dtype=np.float64)
-            fast_raw = [model.fast.predict_one(r) for r in rows]
-            ref_raw = model.fast.predict_many(matrix).tolist()
-            batch_raw = model.bundle.forest.predict(matrix).tolist()  # loads it, once
-            for i, (a, b, c) in enumerate(zip(fast_raw, ref_raw, batch_raw, strict=True)):
-                if not (
-                    math.isfinite(a)
-                    and abs(a - b) <= PARITY_TOLERANCE
-                    and abs(c - b) <= PARITY_TOLERANCE
-                ):
-                    raise VersionRefused(
-                        f"{label}: smoke check failed on input_example[{i}]: fast path gave {a}, "
-                        f"batch path {c}, Booster.predict {b}"
-                    )
-                p = model.calibrate_one(a)
-                if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-                    raise VersionRefused(
-                        f"{label}: smoke check failed on input_example[{i}]: "
-                        f"probability {p} is not finite in [0, 1]"
-                    )
+            smoke_check_model(model, f"{model.ref.name} v{model.ref.version}")
+
+
+def smoke_check_model(model: LoadedModel, label: str) -> None:
+    """Refuse a model that gives non-finite or out-of-range probabilities on its stored input
+    examples, or whose single-row or batch path disagrees with Booster.predict."""
+    examples = example_requests(model.bundle.meta, label)
+    rows = [model.encoder.encode_list(r) for r in examples]
+    matrix = np.asarray(rows, dtype=np.float64)
+    fast_raw = [model.fast.predict_one(r) for r in rows]
+    ref_raw = model.fast.predict_many(matrix).tolist()
+    batch_raw = model.bundle.forest.predict(matrix).tolist()  # loads it, once
+    for i, (a, b, c) in enumerate(zip(fast_raw, ref_raw, batch_raw, strict=True)):
+        if not (
+            math.isfinite(a) and abs(a - b) <= PARITY_TOLERANCE and abs(c - b) <= PARITY_TOLERANCE
+        ):
+            raise VersionRefused(
+                f"{label}: smoke check failed on input_example[{i}]: fast path gave {a}, "
+                f"batch path {c}, Booster.predict {b}"
+            )
+        p = model.calibrate_one(a)
+        if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+            raise VersionRefused(
+                f"{label}: smoke check failed on input_example[{i}]: "
+                f"probability {p} is not finite in [0, 1]"
+            )
 
 
 def example_requests(meta: Mapping[str, Any], label: str) -> list[dict[str, Any]]:

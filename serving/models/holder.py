@@ -15,6 +15,7 @@ about once a second, so a forced reload reaches all workers at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import deque
@@ -23,13 +24,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from serving.metrics import Metrics
-from serving.predictor import LoadedModel, Predictor
-from serving.registry import (
+from serving.models.predictor import LoadedModel, Predictor
+from serving.models.proof import ProofFailed, prove
+from serving.models.registry import (
     ModelRef,
     Registry,
     RegistryUnavailable,
     VersionRefused,
     backoff_delay,
+    read_version,
     short,
 )
 from serving.settings import BidoptSettings
@@ -39,6 +42,14 @@ log = logging.getLogger("bidopt.serving")
 GENERATION_FILE: Final = "reload-generation"
 MARKER_CHECK_S: Final = 1.0
 MAX_REFUSED_LISTED: Final = 20
+
+
+class SideRefused(RuntimeError):
+    """One model of the pair (`key`: ctr or cvr) was refused; the other may be fine."""
+
+    def __init__(self, key: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.key = key
 
 
 def _now() -> str:
@@ -112,13 +123,36 @@ class ModelHolder:
         if not force and pair in self._refused_pairs:
             return None, refs  # already refused once: don't reload and re-log it every poll
         loaded: dict[str, LoadedModel] = {}
+        new = {}
         for key, ref in refs.items():
             old = getattr(cur, key) if cur is not None else None
             if old is not None and old.ref == ref:
                 loaded[key] = old  # unchanged side: reuse, no download
             else:
-                loaded[key] = LoadedModel.build(ref, *self.registry.load_version(ref))
+                new[key] = ref
+        with contextlib.ExitStack() as stack:
+            dirs = {}
+            for key, ref in new.items():
+                try:
+                    dirs[key] = stack.enter_context(self.registry.fetched(ref))
+                except VersionRefused as e:
+                    raise SideRefused(key, e) from e
+            try:
+                prove([(key, dirs[key]) for key in new], self.settings.proof_timeout_s)
+            except ProofFailed as e:
+                ref = new[e.label]
+                raise SideRefused(
+                    e.label, VersionRefused(f"models:/{ref.name}/{ref.version}: {e}")
+                ) from None
+            for key, ref in new.items():
+                try:
+                    loaded[key] = LoadedModel.build(ref, *read_version(ref, dirs[key]))
+                except VersionRefused as e:
+                    raise SideRefused(key, e) from e
         return Predictor.build(loaded["ctr"], loaded["cvr"]), refs
+
+    def close(self) -> None:
+        """Nothing is held open between loads (proofs are one process each, waited for)."""
 
     # -- event-loop part ------------------------------------------------------------------------
 
@@ -136,7 +170,7 @@ class ModelHolder:
                     self.not_ready_reason = self.last_reload_error
                 log.warning("model registry unreachable (%s); will retry", e)
                 return self._outcome(changed=False, error=self.last_reload_error, reachable=False)
-            except (VersionRefused, Exception) as e:  # anything a broken version can raise
+            except Exception as e:  # anything a broken version can raise
                 return self._refuse(e)
             if new is None:
                 return self._outcome(changed=False, error=None)
@@ -163,13 +197,12 @@ class ModelHolder:
 
     def _refuse(self, exc: BaseException) -> dict[str, Any]:
         reason = short(exc)
-        if not isinstance(exc, VersionRefused):
+        if not isinstance(exc, SideRefused | VersionRefused):
             reason = f"unexpected error while loading: {type(exc).__name__}: {reason}"
         self.reloads_failed += 1
         self.last_reload_error = f"refused: {reason}"
-        # which side failed is named in the reason; count it on both if unknown
-        names = (("ctr", self.settings.ctr_model), ("cvr", self.settings.cvr_model))
-        models = [k for k, n in names if n in reason] or ["ctr", "cvr"]
+        # the side that failed when one did; the pair when the pair check failed
+        models = [exc.key] if isinstance(exc, SideRefused) else ["ctr", "cvr"]
         for key in models:
             self.metrics.reloads.labels(key, "failure").inc()
         refs = self._last_refs
@@ -183,7 +216,7 @@ class ModelHolder:
         if self.current is None:
             self.not_ready_reason = self.last_reload_error
         log.error("model version refused, %s: %s", self._serving_text(), reason)
-        return self._outcome(changed=False, error=self.last_reload_error)
+        return self._outcome(changed=False, error=self.last_reload_error, refused=True)
 
     def _serving_text(self) -> str:
         cur = self.current
@@ -192,13 +225,14 @@ class ModelHolder:
         return f"still serving v{cur.ctr.ref.version}/v{cur.cvr.ref.version}"
 
     def _outcome(
-        self, *, changed: bool, error: str | None, reachable: bool = True
+        self, *, changed: bool, error: str | None, reachable: bool = True, refused: bool = False
     ) -> dict[str, Any]:
         return {
             "changed": changed,
             "models": self.models_info(),
             "error": error,
             "reachable": reachable,
+            "refused": refused,
         }
 
     def models_info(self) -> dict[str, Any]:
@@ -223,20 +257,23 @@ class ModelHolder:
         return await self.reload(force=True)
 
     async def run(self) -> None:
-        """The background loop: load, then poll every reload_interval_s; back off while the
-        registry is unreachable."""
+        """The background loop: load, then poll every reload_interval_s. While the registry is
+        unreachable, or while nothing is served because the champion was refused, retry with
+        back-off (a refused champion is proven again: the refusal may have been a timeout on a
+        loaded host), never faster than the back-off and never crashing the service."""
         attempt = 0
         interval = self.settings.reload_interval_s
         force = False
         while True:
             outcome = await self.reload(force=force)
-            if outcome["reachable"]:
-                attempt = 0
-                delay = interval
-            else:
+            stuck = not outcome["reachable"] or (outcome["refused"] and self.current is None)
+            if stuck:
                 delay = backoff_delay(attempt, cap=min(30.0, interval))
                 attempt += 1
-            force = await self._sleep(delay)
+            else:
+                attempt = 0
+                delay = interval
+            force = await self._sleep(delay) or (outcome["refused"] and self.current is None)
 
     async def _sleep(self, seconds: float) -> bool:
         """Wait `seconds`, or less if another worker asked for a reload (returns True then)."""

@@ -1,50 +1,54 @@
-"""POST /openrtb2/bid (OpenRTB 2.6) and GET /v1/win, the win notice its bids carry.
+"""POST /openrtb2/bid (OpenRTB 2.6): a BidRequest in, a BidResponse or a 204 out.
 
 An exchange sends a BidRequest; every imp is decided by the same function as /v1/bid
 (`bidder.decide_requests` over `bidding.selection`) against the campaigns file, with the imp's
 format, sizes, video durations and the request's `badv` and `bcat` as creative constraints
 (`Slot`). The answer is a BidResponse, or HTTP 204 with the reason in `X-Bidopt-Nobid-Reason`.
-A malformed BidRequest is a 400 `{"detail", "field"}` (OpenRTB practice; errors.py maps this
-route's validation errors), never a 500.
+A malformed BidRequest is a 400 `{"detail", "field"}` (OpenRTB practice: the route is a
+`lane.BadRequestRoute`), never a 500; more imps than BIDOPT_MAX_IMPRESSIONS is a 413, as on /v1.
 
 Deadlines: when `tmax` minus the network margin is below the recent p99 handling time of this
-endpoint (`HandlingTimes`, fed by the app middleware), the answer is an immediate 204
-(`insufficient_time`) rather than a late bid the exchange would drop.
-
-Win notices: each bid's `nurl` points at GET /v1/win with the auction's ids, signed with an HMAC
-so that only notices for bids this service made can add spend; the exchange substitutes the
-clearing price for `${AUCTION_PRICE}`. /v1/win turns it into a win event and applies it through
-/v1/events' logic (a notice repeated by the exchange is counted once).
+endpoint (`HandlingTimes`, fed by the metrics middleware), the answer is an immediate 204
+(`insufficient_time`) rather than a late bid the exchange would drop. Each bid carries a signed
+win-notice URL (`openrtb.win`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
-from urllib.parse import urlencode
+from typing import Any, Final
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from bidding.selection import Slot
-from serving import bidder, openrtb
-from serving.dmp import fill_from_profile
-from serving.errors import InvalidSignature, PayloadTooLarge, UnknownCampaign, responses_for
-from serving.events import Event, EventsRequest, EventsResult
-from serving.routes import Service, ServiceDep, json_response, record_events
-from serving.schemas import ErrorBody
+from serving import bidder
+from serving.api.schemas import ErrorBody
+from serving.errors import (
+    BodyTimeout,
+    MalformedRequest,
+    PayloadTooLarge,
+    TooManyItems,
+    responses_for,
+)
+from serving.lane import BadRequestRoute
+from serving.openrtb import schemas as openrtb
+from serving.openrtb.win import win_url
+from serving.service import Service, json_response, service_of
+from serving.state.profiles import fill_from_profile
 
-router = APIRouter()
+router = APIRouter(route_class=BadRequestRoute)
 
 NOBID_HEADER: Final = "X-Bidopt-Nobid-Reason"
-AUCTION_PRICE: Final = "${AUCTION_PRICE}"
-
-
-def sign(secret: bytes, *parts: str) -> str:
-    return hmac.new(secret, "\n".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
+MAX_EXCHANGE_CHARS: Final = 256
+EXCHANGE_PARAMETER: Final[dict[str, Any]] = {
+    "name": "exchange",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "maxLength": MAX_EXCHANGE_CHARS},
+    "description": "Exchange name, a model feature",
+}
 
 
 def no_bid(service: Service, reason: str) -> Response:
@@ -71,19 +75,20 @@ def _slot(imp: openrtb.Imp, blocked: frozenset[str], bcat: frozenset[str]) -> Sl
     responses={
         204: {"description": f"No bid; the reason is in the {NOBID_HEADER} header"},
         400: {"model": ErrorBody, "description": "Malformed BidRequest: reason and field"},
-        **responses_for(PayloadTooLarge),
+        **responses_for(BodyTimeout, PayloadTooLarge),
     },
     summary="OpenRTB 2.6 BidRequest -> BidResponse, or 204 with the no-bid reason",
     tags=["openrtb"],
+    openapi_extra={"parameters": [EXCHANGE_PARAMETER]},
 )
-async def openrtb_bid(
-    body: openrtb.BidRequest,
-    service: ServiceDep,
-    exchange: Annotated[
-        str | None, Query(max_length=256, description="Exchange name, a model feature")
-    ] = None,
-) -> Response:
+async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
+    service = service_of(request)
     settings = service.settings
+    exchange = request.query_params.get("exchange")
+    if exchange is not None and len(exchange) > MAX_EXCHANGE_CHARS:
+        raise MalformedRequest(f"at most {MAX_EXCHANGE_CHARS} characters", "exchange")
+    if len(body.imp) > settings.max_impressions:
+        raise TooManyItems("imp", len(body.imp), settings.max_impressions)
     if body.tmax is not None and (
         body.tmax - settings.openrtb_network_margin_ms < service.rtb_times.p99_ms
         or body.tmax <= settings.openrtb_network_margin_ms
@@ -145,65 +150,28 @@ def _bid(
 ) -> dict[str, Any]:
     campaign = campaigns[winner.campaign_id]
     creative = next(c for c in campaign.creatives if c.id == winner.creative_id)
-    uid = str(req.get("user_id") or "")
-    t = str(int(now.timestamp()))
-    parts = (body.id, str(req["impression_id"]), campaign.id, creative.id, uid, t)
-    query = urlencode(
-        {
-            "rid": parts[0],
-            "imp": parts[1],
-            "cid": parts[2],
-            "crid": parts[3],
-            "uid": uid,
-            "t": t,
-            "sig": sign(service.win_secret, *parts),
-        }
-    )
+    price = round(winner.price, 6)
     bid: dict[str, Any] = {
         "id": uuid.uuid4().hex,
-        "impid": parts[1],
-        "price": round(winner.price, 6),
+        "impid": str(req["impression_id"]),
+        "price": price,
         "crid": creative.id,
         "cid": campaign.id,
         "adomain": [creative.adomain] if creative.adomain else [],
-        "nurl": f"{service.settings.win_base_url()}/v1/win?{query}&price={AUCTION_PRICE}",
+        "nurl": win_url(
+            service.settings.win_base_url(),
+            service.win_secret,
+            request_id=body.id,
+            impression_id=str(req["impression_id"]),
+            campaign_id=campaign.id,
+            creative_id=creative.id,
+            user_id=str(req.get("user_id") or ""),
+            bid_time=now,
+            bid_price=price,
+        ),
     }
     if creative.width is not None:
         bid["w"], bid["h"] = creative.width, creative.height
     if creative.categories:
         bid["cat"] = list(creative.categories)
     return bid
-
-
-@router.get(
-    "/v1/win",
-    response_model=EventsResult,
-    responses=responses_for(InvalidSignature, UnknownCampaign),
-    summary="Win notice (an OpenRTB bid's nurl): records the win as a /v1/events win event",
-    tags=["openrtb"],
-)
-async def win_notice(
-    service: ServiceDep,
-    rid: Annotated[str, Query(min_length=1, max_length=100, description="BidRequest id")],
-    imp: Annotated[str, Query(min_length=1, max_length=100, description="imp id")],
-    cid: Annotated[str, Query(min_length=1, max_length=128, description="campaign id")],
-    crid: Annotated[str, Query(min_length=1, max_length=128, description="creative id")],
-    t: Annotated[int, Query(ge=0, le=10**11, description="bid time, epoch seconds")],
-    sig: Annotated[str, Query(max_length=64, description="signature issued with the bid")],
-    price: Annotated[
-        float, Query(ge=0, le=1_000_000, allow_inf_nan=False, description="clearing CPM")
-    ],
-    uid: Annotated[str, Query(max_length=256)] = "",
-) -> Response:
-    expected = sign(service.win_secret, rid, imp, cid, crid, uid, str(t))
-    if not hmac.compare_digest(sig.encode(), expected.encode()):
-        raise InvalidSignature()
-    event = Event(
-        event_id=f"win:{rid}:{imp}",
-        type="win",
-        impression_id=imp,
-        campaign_id=cid,
-        user_id=uid or None,
-        price=price,
-    )
-    return json_response(await record_events(service, EventsRequest(events=[event])))

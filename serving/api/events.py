@@ -1,0 +1,63 @@
+"""POST /v1/events: win notices, clicks and conversions (the rules are in state/events.py).
+
+Events move money, so with an API key configured (BIDOPT_API_KEY) the sender must present it in
+`X-API-Key`; without one the service only listens on loopback and says at start that event
+ingestion is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from serving.api.auth import KEY_PARAMETER, require_key
+from serving.api.schemas import EventsRequest, EventsResult
+from serving.errors import (
+    BodyTimeout,
+    PayloadTooLarge,
+    Unauthorized,
+    UnknownCampaign,
+    responses_for,
+)
+from serving.lane import JsonBodyRoute
+from serving.service import Service, json_response, service_of
+from serving.state.events import apply_events, check_batch
+
+router = APIRouter(route_class=JsonBodyRoute)
+
+
+@router.post(
+    "/v1/events",
+    response_model=EventsResult,
+    responses=responses_for(Unauthorized, UnknownCampaign, BodyTimeout, PayloadTooLarge),
+    summary="Win notices (paying price), clicks and conversions; a repeated event_id counts once",
+    description="The whole batch is checked first, times and prices included: an event for a "
+    "campaign that is not in the campaigns file is a 404, a win priced above the campaign's max "
+    "bid or an event dated outside [flight start, now + 5 min] or older than 8 days a 422 naming "
+    "`events[i].price` or `events[i].time`; in every case nothing is applied. With BIDOPT_API_KEY "
+    "set, the X-API-Key header must carry it.",
+    tags=["state"],
+    openapi_extra={"parameters": [KEY_PARAMETER]},
+)
+async def events(body: EventsRequest, request: Request) -> Response:
+    service = service_of(request)
+    require_key(service.settings, request, writes="events")
+    return json_response(await record_events(service, body))
+
+
+async def record_events(service: Service, body: EventsRequest) -> dict[str, int]:
+    campaigns = service.book.campaigns
+    times = check_batch(body.events, campaigns, time.time())
+    keeper = service.keeper
+    outcome = await asyncio.to_thread(apply_events, body.events, times, campaigns, keeper.store)
+    if outcome["touched"]:
+        await asyncio.to_thread(keeper.refresh, outcome["touched"])
+    for kind, count in outcome["by_type"].items():
+        service.metrics.events.labels(kind, "accepted").inc(count)
+    if outcome["duplicates"]:
+        service.metrics.events.labels("any", "duplicate").inc(outcome["duplicates"])
+    service.sync_state_metrics()
+    return {"accepted": outcome["accepted"], "duplicates": outcome["duplicates"]}
