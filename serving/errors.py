@@ -164,7 +164,7 @@ def first_problem(errors: Iterable[Any]) -> MalformedRequest:
         for part in loc:
             field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
         msg = str(err.get("msg", "invalid"))
-        if err.get("type") == "json_invalid":
+        if err.get("type") == "json_invalid" and all(isinstance(p, int) for p in loc):
             msg, field = "the body is not valid JSON", "body"
         elif err.get("type") == "content_type":
             field = "Content-Type"

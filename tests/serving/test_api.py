@@ -349,3 +349,32 @@ def test_openapi_declares_errors_and_examples(live: Server) -> None:
             name = media["schema"]["$ref"].rsplit("/", 1)[1]
             assert schemas[name].get("examples"), f"{path}: {name} has no example"
     assert live.client.get("/docs").status_code == 200
+
+
+def test_a_body_that_stops_arriving_is_cut_with_408(live: Server) -> None:
+    """Half a body, then nothing: after BIDOPT_BODY_TIMEOUT_S (default 5 s) the server answers
+    408 and closes, instead of holding the connection; the answer is counted in /metrics."""
+    before = _count(live, "/v1/bid", "408")
+    body = json.dumps(body_of(BID_IMP)).encode()
+    host, port = live.base_url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/bid HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+            if b"\r\n\r\n" in raw and raw.endswith(b"}"):
+                break
+    waited = time.monotonic() - started
+    status, _, rest = raw.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", raw
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
+        "detail": "the request body did not arrive within 5 s",
+        "field": "body",
+    }
+    assert 4.5 <= waited < 25
+    assert _count(live, "/v1/bid", "408") == before + 1
