@@ -22,26 +22,6 @@ from pydantic import SecretStr
 
 from serving.settings import BidoptSettings
 
-_EXPORTED = (
-    "tracking_uri",
-    "ctr_model",
-    "cvr_model",
-    "alias",
-    "reload_interval_s",
-    "max_impressions",
-    "max_campaigns",
-    "max_body_bytes",
-    "control_dir",
-    "campaigns_file",
-    "redis_url",
-    "pacing_interval_s",
-    "state_refresh_s",
-    "account_currency",
-    "openrtb_network_margin_ms",
-    "nurl_base",
-    "winrate_file",
-)
-
 
 def build_settings(**overrides: Any) -> BidoptSettings:
     """Flags that were given override the environment; a bad value is a one-line error."""
@@ -69,14 +49,14 @@ def log_config() -> dict[str, Any]:
 
 
 def _export(settings: BidoptSettings) -> None:
-    for name in _EXPORTED:
+    """Every field of BidoptSettings as BIDOPT_<FIELD>, so a worker builds the same settings
+    (derived from the model, so a new setting cannot be forgotten here)."""
+    for name in BidoptSettings.model_fields:
         value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             os.environ[f"BIDOPT_{name.upper()}"] = str(value)
-    if settings.api_key is not None:
-        os.environ["BIDOPT_API_KEY"] = settings.api_key.get_secret_value()
-    if settings.win_secret is not None:
-        os.environ["BIDOPT_WIN_SECRET"] = settings.win_secret.get_secret_value()
 
 
 def _multiprocess_dir() -> Path:
