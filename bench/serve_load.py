@@ -153,7 +153,7 @@ def in_process(uri: str) -> dict[str, Any]:
     from serving import bidder
     from serving.models.predictor import LoadedModel, Predictor, example_requests
     from serving.models.registry import Registry
-    from serving.api.schemas import BidRequest
+    from serving.api.schemas import V1BidRequest
 
     reg = Registry(uri)
     models = {}
@@ -163,8 +163,8 @@ def in_process(uri: str) -> dict[str, Any]:
     predictor = Predictor.build(models["ctr"], models["cvr"])
     example = example_requests(models["ctr"].bundle.meta, "ctr")[0]
     body = bid_body(json.loads(json.dumps(example, default=str)))
-    one = BidRequest.model_validate(body)
-    hundred = BidRequest.model_validate(bid_body(json.loads(json.dumps(example, default=str)), 100))
+    one = V1BidRequest.model_validate(body)
+    hundred = V1BidRequest.model_validate(bid_body(json.loads(json.dumps(example, default=str)), 100))
 
     def timed(fn: Any, reps: int) -> list[float]:
         for _ in range(min(200, reps)):
