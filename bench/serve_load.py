@@ -151,9 +151,9 @@ def in_process(uri: str) -> dict[str, Any]:
     import numpy as np
 
     from serving import bidder
+    from serving.api.schemas import V1BidRequest
     from serving.models.predictor import LoadedModel, Predictor, example_requests
     from serving.models.registry import Registry
-    from serving.api.schemas import V1BidRequest
 
     reg = Registry(uri)
     models = {}
@@ -164,7 +164,9 @@ def in_process(uri: str) -> dict[str, Any]:
     example = example_requests(models["ctr"].bundle.meta, "ctr")[0]
     body = bid_body(json.loads(json.dumps(example, default=str)))
     one = V1BidRequest.model_validate(body)
-    hundred = V1BidRequest.model_validate(bid_body(json.loads(json.dumps(example, default=str)), 100))
+    hundred = V1BidRequest.model_validate(
+        bid_body(json.loads(json.dumps(example, default=str)), 100)
+    )
 
     def timed(fn: Any, reps: int) -> list[float]:
         for _ in range(min(200, reps)):
