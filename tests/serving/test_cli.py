@@ -31,6 +31,13 @@ def test_weak_api_key_stops_serve_with_one_line() -> None:
     assert "Traceback" not in result.output
 
 
+def test_listening_beyond_loopback_without_a_key_is_refused() -> None:
+    result = CliRunner().invoke(app(), ["serve", "--host", "0.0.0.0"], env={"BIDOPT_API_KEY": ""})
+    assert result.exit_code == 2
+    assert "not a loopback address and no BIDOPT_API_KEY is set" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_flag_value_is_a_one_line_error() -> None:
     result = CliRunner().invoke(app(), ["serve", "--workers", "0"])
     assert result.exit_code == 2

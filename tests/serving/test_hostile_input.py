@@ -225,3 +225,17 @@ def test_without_a_key_only_loopback_is_allowed(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="not a loopback address and no BIDOPT_API_KEY"):
             BidoptSettings(tracking_uri=uri, host=host)
     assert BidoptSettings(tracking_uri=uri, host="0.0.0.0", api_key=KEY).host == "0.0.0.0"
+
+
+def test_the_service_says_at_start_that_event_ingestion_is_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(BidoptSettings(tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}"))
+
+    async def start_and_stop() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    with caplog.at_level("WARNING", logger="bidopt.serving"):
+        asyncio.run(start_and_stop())
+    assert "event ingestion (/v1/events) is open" in caplog.text
