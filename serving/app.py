@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
+from features.ledger import ReadStats, read_ledger
 from serving import errors
 from serving.api import events, ops, scoring
 from serving.lane import Lane, direct_handlers
@@ -34,6 +36,8 @@ from serving.service import Service, state_loop
 from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
+from serving.state.events import replay_ledger
+from serving.state.ledger import Ledger
 from serving.state.store import make_store
 
 log = logging.getLogger("bidopt.serving")
@@ -58,12 +62,14 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     winrate = read_winrate(settings.winrate_file) if settings.winrate_file else None
     keeper = BudgetKeeper(make_store(settings.redis_url), book, settings.pacing_interval_s)
     secret = settings.win_secret.get_secret_value() if settings.win_secret else None
+    ledger = Ledger(settings.ledger_dir, flush_ms=settings.ledger_flush_ms)
     service = Service(
         settings=settings,
         holder=holder,
         metrics=metrics,
         book=book,
         keeper=keeper,
+        ledger=ledger,
         winrate_override=winrate,
         win_secret=(secret or secrets.token_urlsafe(32)).encode(),
     )
@@ -82,6 +88,9 @@ def create_app(settings: BidoptSettings) -> FastAPI:
                 "reach %s, and /admin is off; set a key before listening beyond loopback",
                 settings.host,
             )
+        if keeper.store.backend == "memory":
+            await asyncio.to_thread(rebuild_state, settings, keeper)
+        ledger.start()
         task = asyncio.create_task(holder.run(), name="bidopt-model-reload")
         await asyncio.to_thread(keeper.tick)
         service.sync_state_metrics()
@@ -96,6 +105,7 @@ def create_app(settings: BidoptSettings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await asyncio.to_thread(holder.close)
+            await asyncio.to_thread(ledger.close)
 
     app = FastAPI(
         title="bidopt",
@@ -120,6 +130,22 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     )
     app.add_middleware(RequestMetrics, metrics=metrics, rtb_times=service.rtb_times)
     return app
+
+
+def rebuild_state(settings: BidoptSettings, keeper: BudgetKeeper) -> None:
+    """In-process state (spend, event ids, user counters) from the ledger: a restart must not
+    forget what was spent. (With Redis, Redis keeps the shared view.)"""
+    started = time.perf_counter()
+    stats = ReadStats()
+    count = replay_ledger(read_ledger(settings.ledger_dir, stats), keeper.store)
+    if stats.records:
+        log.info(
+            "state rebuilt from the ledger at %s: %d events of %d records in %.2f s",
+            settings.ledger_dir,
+            count,
+            stats.records,
+            time.perf_counter() - started,
+        )
 
 
 def declare_body_errors(routes: Iterable[BaseRoute]) -> None:

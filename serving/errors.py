@@ -114,6 +114,14 @@ class NotReady(ServingError):
         super().__init__(f"models not loaded: {reason}", None)
 
 
+class LedgerDown(ServingError):
+    status_code = 503
+    summary = "The ledger cannot be written (disk full, directory gone): nothing was booked"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"ledger unavailable: {reason}; nothing was booked, retry", None)
+
+
 def error_response(status_code: int, detail: str, field: str | None) -> Response:
     body = orjson.dumps({"detail": detail, "field": field})
     return Response(body, status_code=status_code, media_type="application/json")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
+from serving.state.ledger import Ledger
 from serving.state.profiles import fill_from_profile
 from serving.state.store import Store
 
@@ -41,6 +43,7 @@ class Service:
     metrics: Metrics
     book: CampaignBook
     keeper: BudgetKeeper
+    ledger: Ledger
     winrate_override: WinRateModel | None = None
     win_secret: bytes = b""
     rng: random.Random = field(default_factory=random.Random)
@@ -53,6 +56,25 @@ class Service:
     def sync_state_metrics(self) -> None:
         self.metrics.state_degraded.set(1 if self.keeper.degraded else 0)
         self.metrics.campaigns_loaded.set(len(self.book.campaigns))
+
+    def log_decisions(
+        self,
+        source: str,
+        requests: Sequence[Mapping[str, Any]],
+        results: Sequence[Mapping[str, Any]],
+        versions: Mapping[str, Any],
+    ) -> None:
+        """Every bid to the ledger; no-bids at the configured sample rate, each with that rate
+        (so a training set can re-weight them by 1 / rate)."""
+        now = time.time()
+        log = self.ledger.log_decision
+        rate = self.settings.nobid_sample_rate
+        draw = self.rng.random
+        for req, r in zip(requests, results, strict=True):
+            if r["bid"]:
+                log(now, source, req, r, versions)
+            elif rate > 0.0 and (rate >= 1.0 or draw() < rate):
+                log(now, source, req, r, versions, rate)
 
     def poll_campaigns(self) -> bool | None:
         changed = self.book.poll()

@@ -92,6 +92,23 @@ class BidoptSettings(BaseSettings):
         description="Redis for spend, pacing, events and profiles; unset = in-process state "
         "(one worker only).",
     )
+    ledger_dir: Path = Field(
+        default=Path("ledger"),
+        description="Directory of the ledger's segment files (every decision and event); "
+        "relative to the working directory.",
+    )
+    ledger_flush_ms: float = Field(
+        default=200.0,
+        gt=0,
+        le=60_000,
+        description="Decisions are written at least this often (events: before their 200).",
+    )
+    nobid_sample_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Share of no-bid decisions kept in the ledger (each with this rate).",
+    )
     pacing_interval_s: float = Field(
         default=60.0, gt=0, le=3600, description="Seconds between pacing controller steps."
     )

@@ -17,6 +17,7 @@ from serving.api.auth import KEY_PARAMETER, require_key
 from serving.api.schemas import EventsRequest, EventsResult
 from serving.errors import (
     BodyTimeout,
+    LedgerDown,
     PayloadTooLarge,
     Unauthorized,
     UnknownCampaign,
@@ -24,7 +25,14 @@ from serving.errors import (
 )
 from serving.lane import JsonBodyRoute
 from serving.service import Service, json_response, service_of
-from serving.state.events import apply_events, check_batch
+from serving.state.events import (
+    apply_records,
+    check_batch,
+    claim_events,
+    ledger_records,
+    release_events,
+)
+from serving.state.ledger import LedgerUnavailable
 
 router = APIRouter(route_class=JsonBodyRoute)
 
@@ -32,7 +40,9 @@ router = APIRouter(route_class=JsonBodyRoute)
 @router.post(
     "/v1/events",
     response_model=EventsResult,
-    responses=responses_for(Unauthorized, UnknownCampaign, BodyTimeout, PayloadTooLarge),
+    responses=responses_for(
+        Unauthorized, UnknownCampaign, BodyTimeout, PayloadTooLarge, LedgerDown
+    ),
     summary="Win notices (paying price), clicks and conversions; a repeated event_id counts once",
     description="The whole batch is checked first, times and prices included: an event for a "
     "campaign that is not in the campaigns file is a 404, a win priced above the campaign's max "
@@ -49,10 +59,25 @@ async def events(body: EventsRequest, request: Request) -> Response:
 
 
 async def record_events(service: Service, body: EventsRequest) -> dict[str, int]:
+    """Check the batch whole, claim its ids, make the accepted events durable in the ledger,
+    then book them; LedgerDown (503, claims released) if the ledger cannot take them."""
     campaigns = service.book.campaigns
-    times = check_batch(body.events, campaigns, time.time())
-    keeper = service.keeper
-    outcome = await asyncio.to_thread(apply_events, body.events, times, campaigns, keeper.store)
+    events = body.events
+    times = check_batch(events, campaigns, time.time())
+    keeper, ledger = service.keeper, service.ledger
+    if not ledger.available:
+        raise LedgerDown(ledger.reason or "unavailable")
+    claimed = await asyncio.to_thread(claim_events, events, keeper.store)
+    records = ledger_records(events, times, claimed, campaigns)
+    if records:
+        try:
+            await ledger.log_events(records)
+        except LedgerUnavailable as e:
+            await asyncio.to_thread(release_events, events, claimed, keeper.store)
+            raise LedgerDown(str(e)) from None
+    outcome = await asyncio.to_thread(apply_records, records, keeper.store)
+    outcome["accepted"] = len(records)
+    outcome["duplicates"] = len(events) - len(records)
     if outcome["touched"]:
         await asyncio.to_thread(keeper.refresh, outcome["touched"])
     for kind, count in outcome["by_type"].items():

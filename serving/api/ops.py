@@ -61,6 +61,9 @@ async def readyz(request: Request) -> Response:
     holder = service.holder
     if holder.current is None:
         return json_response({"ready": False, "reason": holder.not_ready_reason}, 503)
+    if not service.ledger.available:
+        reason = f"ledger_unavailable: {service.ledger.reason}"
+        return json_response({"ready": False, "reason": reason}, 503)
     return json_response({"ready": True, "reason": None})
 
 

@@ -29,7 +29,7 @@ NoBidReason = Literal[
     "region_not_targeted", "device_type_not_targeted", "os_not_targeted", "hour_not_targeted",
     "weekday_not_targeted", "publisher_blocked", "publisher_not_allowed", "segment_excluded",
     "segment_not_targeted", "ip_blocked", "frequency_cap_reached", "no_campaigns",
-    "no_fitting_creative", "rule_no_bid", "no_allowed_creative",
+    "no_fitting_creative", "rule_no_bid", "no_allowed_creative", "ledger_unavailable",
 ]  # fmt: skip
 
 Text = Annotated[str, Field(max_length=256)]

@@ -8,7 +8,7 @@ what the schemathesis test holds the responses to.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -31,6 +31,8 @@ from serving.service import Service, json_response, scoring_pair, with_profiles
 from serving.state.profiles import fill_from_profile
 
 router = APIRouter(route_class=JsonBodyRoute)
+
+LEDGER_UNAVAILABLE: Final = "ledger_unavailable"
 
 
 @router.post(
@@ -72,10 +74,14 @@ async def bid(body: V1BidRequest, request: Request) -> Response:
     n = len(body.impressions)
     if n > settings.max_impressions:
         raise TooManyItems("impressions", n, settings.max_impressions)
+    if body.campaigns is not None and len(body.campaigns) > settings.max_campaigns:
+        raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
+    ledger = service.ledger
+    if not ledger.available:  # no money is spent that the ledger cannot account for
+        results = [unaccounted(imp.impression_id) for imp in body.impressions]
+        return json_response({"bids": results, "models": predictor.versions})
     winrate = service.winrate(predictor)
     if body.campaigns is not None:
-        if len(body.campaigns) > settings.max_campaigns:
-            raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
         requests = with_profiles(body.impressions, service.keeper.store)
         results = [
             r
@@ -84,7 +90,8 @@ async def bid(body: V1BidRequest, request: Request) -> Response:
             )
         ]
     else:
-        results = file_campaign_bids(service, predictor, body, winrate)
+        requests, results = file_campaign_bids(service, predictor, body, winrate)
+    service.log_decisions("v1", requests, results, predictor.versions)
     for r in results:
         metrics.count_bid("bid" if r["bid"] else r["reason"])
         if r["pctr"] is not None:
@@ -93,9 +100,26 @@ async def bid(body: V1BidRequest, request: Request) -> Response:
     return json_response({"bids": results, "models": predictor.versions})
 
 
+def unaccounted(impression_id: str) -> dict[str, Any]:
+    """The no-bid of an impression while the ledger cannot be written."""
+    return {
+        "impression_id": impression_id,
+        "bid": False,
+        "price": None,
+        "campaign_id": None,
+        "creative_id": None,
+        "pctr": None,
+        "pcvr": None,
+        "expected_value": None,
+        "reason": LEDGER_UNAVAILABLE,
+        "rule": None,
+        "propensity": None,
+    }
+
+
 def file_campaign_bids(
     service: Service, predictor: Predictor, body: V1BidRequest, winrate: WinRateModel | None
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     campaigns = service.book.campaigns
     if not campaigns:
         raise NoCampaigns()
@@ -123,4 +147,4 @@ def file_campaign_bids(
         winrate=winrate,
         rng=service.rng,
     )
-    return [r for r, _ in decided]
+    return requests, [r for r, _ in decided]

@@ -100,6 +100,8 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
     predictor = service.holder.current
     if predictor is None:
         return no_bid(service, "models_not_ready")
+    if not service.ledger.available:
+        return no_bid(service, "ledger_unavailable")
     campaigns = service.book.campaigns
     if not campaigns:
         return no_bid(service, "no_campaigns")
@@ -127,6 +129,7 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
             winrate=service.winrate(predictor),
             rng=service.rng,
         )
+        service.log_decisions("openrtb", requests, [r for r, _ in decided], predictor.versions)
         for req, (result, decision) in zip(requests, decided, strict=True):
             service.metrics.count_bid("bid" if result["bid"] else result["reason"])
             if not decision.bid:

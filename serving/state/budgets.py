@@ -27,11 +27,10 @@ from bidding.campaigns import Campaign
 from bidding.pacing import PacingState, PidGains, even_plan, local_day, new_state, step
 from bidding.selection import CampaignState
 from serving.state.campaigns import CampaignBook
-from serving.state.store import Store
+from serving.state.store import TOTAL, Store
 
 log = logging.getLogger("bidopt.pacing")
 
-TOTAL: Final = "total"
 PLAN: Final = even_plan()
 # Pacing only throttles in the service: a campaign behind plan goes back up to its strategy's own
 # price, never above it. Bidding over the value to catch up buys impressions at a loss, and a

@@ -9,9 +9,12 @@ of a batch first would leave it half applied, and the retry would count the appl
 duplicates.)
 
 Then each event id is claimed (`Store.claim_event`; a repeat is counted as a duplicate and
-ignored) and applied: a win adds its paying price / 1000 to the campaign's spend for the
-campaign-local day the event happened on (and to its flight total), and records an impression in
-the user's profile; a click records a click. Conversions are counted.
+ignored), the accepted events are written to the ledger and made durable (state/ledger.py; if
+that fails the claims are released and the answer is a 503, so the retry counts them), and only
+then applied: a win adds its paying price / 1000 to the campaign's spend for the campaign-local
+day the event happened on (and to its flight total), and records an impression in the user's
+profile; a click records a click. Conversions are counted. At start the same `apply_records`
+rebuilds in-process state from the ledger (`replay_ledger`).
 
 Why the time window: an event id is remembered for `EVENT_TTL_S` (8 days), so an event dated
 earlier could be replayed and counted twice; an event dated in the future, or in a year the
@@ -20,7 +23,7 @@ campaign does not run, would book spend to a day whose budget nobody checks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from datetime import time as clock
 from typing import Any, Final
@@ -28,8 +31,8 @@ from typing import Any, Final
 from bidding.campaigns import Campaign
 from serving.api.schemas import Event
 from serving.errors import UnknownCampaign, field_error
-from serving.state.budgets import TOTAL, day_key
-from serving.state.store import EVENT_TTL_S, Store
+from serving.state.budgets import day_key
+from serving.state.store import EVENT_TTL_S, TOTAL, Store
 
 MAX_SKEW_S: Final = 300.0  # clocks of exchanges and this service may disagree by minutes
 
@@ -88,36 +91,84 @@ def check_batch(
     return times
 
 
-def apply_events(
-    events: Sequence[Event], times: Sequence[float], campaigns: Mapping[str, Campaign], store: Store
-) -> dict[str, Any]:
-    """Claim and apply each checked event (blocking store calls: run it off the event loop).
+def claim_events(events: Sequence[Event], store: Store) -> list[bool]:
+    """Claim each event id (True the first time it is seen; a repeat is a duplicate). Blocking
+    store calls: run it off the event loop."""
+    return [store.claim_event(ev.event_id) for ev in events]
 
-    Returns the counts, the ids of campaigns whose spend changed, and the count per type."""
-    accepted = duplicates = 0
+
+def release_events(events: Sequence[Event], claimed: Sequence[bool], store: Store) -> None:
+    """Give back the claims of a batch that could not be made durable, so a retry counts it."""
+    for ev, mine in zip(events, claimed, strict=True):
+        if mine:
+            store.release_event(ev.event_id)
+
+
+def ledger_records(
+    events: Sequence[Event],
+    times: Sequence[float],
+    claimed: Sequence[bool],
+    campaigns: Mapping[str, Campaign],
+) -> list[dict[str, Any]]:
+    """The accepted events as ledger records, with the spend each win books and where."""
+    out = []
+    for ev, t, mine in zip(events, times, claimed, strict=True):
+        if not mine:
+            continue
+        record: dict[str, Any] = {
+            "t": int(t * 1_000_000),
+            "id": ev.event_id,
+            "type": ev.type,
+            "imp": ev.impression_id,
+            "cid": ev.campaign_id,
+            "uid": ev.user_id,
+        }
+        if ev.type == "win":
+            c = campaigns[ev.campaign_id]
+            record.update(
+                price=ev.price,
+                amount=(ev.price or 0.0) / 1000.0,
+                day=day_key(c, t),
+                total=c.total_budget is not None,
+            )
+        elif ev.type == "conversion":
+            record["value"] = ev.value
+        out.append(record)
+    return out
+
+
+def apply_records(records: Sequence[Mapping[str, Any]], store: Store) -> dict[str, Any]:
+    """Book claimed events from their ledger records: what a request does after the ledger has
+    them, and what start-up does to rebuild state from the ledger (blocking store calls)."""
     touched: set[str] = set()
     by_type: dict[str, int] = {}
-    for ev, t in zip(events, times, strict=True):
-        if not store.claim_event(ev.event_id):
-            duplicates += 1
+    for r in records:
+        kind, cid, uid = r["type"], r["cid"], r.get("uid")
+        by_type[kind] = by_type.get(kind, 0) + 1
+        if kind == "win":
+            store.add_spend(cid, r["day"], r["amount"])
+            if r.get("total"):
+                store.add_spend(cid, TOTAL, r["amount"])
+            touched.add(cid)
+            if uid is not None:
+                store.record_impression(uid, cid, r["t"], r["id"])
+        elif kind == "click" and uid is not None:
+            store.record_click(uid, cid, r["t"], r["id"])
+    return {"touched": sorted(touched), "by_type": by_type}
+
+
+def replay_ledger(records: Iterable[Mapping[str, Any]], store: Store) -> int:
+    """Rebuild in-process state from the ledger's event records (start-up): every event id
+    claimed, every win's spend booked under the day it booked, user counters restored."""
+    batch: list[Mapping[str, Any]] = []
+    count = 0
+    for r in records:
+        if r.get("k") != "e" or not store.claim_event(r["id"]):
             continue
-        accepted += 1
-        by_type[ev.type] = by_type.get(ev.type, 0) + 1
-        c = campaigns[ev.campaign_id]
-        t_us = int(t * 1_000_000)
-        if ev.type == "win":
-            amount = (ev.price or 0.0) / 1000.0
-            store.add_spend(c.id, day_key(c, t), amount)
-            if c.total_budget is not None:
-                store.add_spend(c.id, TOTAL, amount)
-            touched.add(c.id)
-            if ev.user_id is not None:
-                store.record_impression(ev.user_id, c.id, t_us, ev.event_id)
-        elif ev.type == "click" and ev.user_id is not None:
-            store.record_click(ev.user_id, c.id, t_us, ev.event_id)
-    return {
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "touched": sorted(touched),
-        "by_type": by_type,
-    }
+        batch.append(r)
+        if len(batch) >= 10_000:
+            apply_records(batch, store)
+            count += len(batch)
+            batch = []
+    apply_records(batch, store)
+    return count + len(batch)

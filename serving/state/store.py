@@ -23,6 +23,7 @@ log = logging.getLogger("bidopt.state")
 WEEK_US: Final = US_PER_WINDOW["7d"]
 DAY_US: Final = US_PER_WINDOW["24h"]
 EVENT_TTL_S: Final = 8 * 24 * 3600
+TOTAL: Final = "total"  # the day key under which a campaign's flight total is kept
 HISTORY_PER_USER: Final = 2000  # recent events kept per user; beyond this the oldest are dropped
 
 
@@ -69,6 +70,10 @@ class Store(Protocol):
 
     def claim_event(self, event_id: str) -> bool:
         """True the first time an event id is seen, False for a repeat (counted once)."""
+        ...
+
+    def release_event(self, event_id: str) -> None:
+        """Forget a claim whose event could not be made durable (a retry then counts it)."""
         ...
 
     def add_spend(self, campaign_id: str, day: str, amount: float) -> float: ...
@@ -130,6 +135,10 @@ class InMemoryStore:
             self._events.touch(event_id, time.time())
             return True
 
+    def release_event(self, event_id: str) -> None:
+        with self._lock:
+            self._events.pop(event_id, None)
+
     def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
         with self._lock:
             key = (campaign_id, day)
@@ -185,11 +194,15 @@ class RedisStore:
     def claim_event(self, event_id: str) -> bool:
         return bool(self._r.set(f"{self._p}ev:{event_id}", 1, nx=True, ex=EVENT_TTL_S))
 
+    def release_event(self, event_id: str) -> None:
+        self._r.delete(f"{self._p}ev:{event_id}")
+
     def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
         key = f"{self._p}spend:{day}"
         pipe = self._r.pipeline()
         pipe.hincrbyfloat(key, campaign_id, amount)
-        pipe.expire(key, 3 * 24 * 3600)
+        if day != TOTAL:  # a flight total lives as long as the flight, however long no win comes
+            pipe.expire(key, 3 * 24 * 3600)
         return float(pipe.execute()[0])
 
     def spend(self, campaign_id: str, day: str) -> float:
@@ -277,6 +290,9 @@ class ResilientStore:
 
     def claim_event(self, event_id: str) -> bool:
         return bool(self._call("claim_event", event_id))
+
+    def release_event(self, event_id: str) -> None:
+        self._call("release_event", event_id)
 
     def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
         return float(self._call("add_spend", campaign_id, day, amount))

@@ -48,6 +48,7 @@ def app(tmp_path: Path, predictor: Predictor) -> FastAPI:
     app = create_app(
         BidoptSettings(
             tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}",
+            ledger_dir=tmp_path / "ledger",
             campaigns_file=campaigns,
             api_key=KEY,
         )
@@ -63,7 +64,10 @@ def post(app: FastAPI, path: str, body: str | bytes, key: str | None = KEY) -> h
 
     async def run() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c,
+        ):
             return await c.post(path, content=body, headers=headers)
 
     return asyncio.run(run())
@@ -230,7 +234,11 @@ def test_without_a_key_only_loopback_is_allowed(tmp_path: Path) -> None:
 def test_the_service_says_at_start_that_event_ingestion_is_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(BidoptSettings(tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}"))
+    app = create_app(
+        BidoptSettings(
+            tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}", ledger_dir=tmp_path / "ledger"
+        )
+    )
 
     async def start_and_stop() -> None:
         async with app.router.lifespan_context(app):

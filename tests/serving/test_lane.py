@@ -65,6 +65,7 @@ def make_app(tmp_path: Path, *, lane: bool) -> FastAPI:
     campaigns.write_text(CAMPAIGNS)
     settings = BidoptSettings(
         tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}",
+        ledger_dir=tmp_path / "ledger",
         campaigns_file=campaigns,
         max_impressions=3,
         win_secret="lane-parity-secret-0123456789",
@@ -82,7 +83,10 @@ def answers(app: FastAPI, predictor: Predictor | None) -> dict[str, tuple[int, l
 
     async def run() -> None:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c,
+        ):
             for name, path, body, ctype in CASES:
                 raw = body if isinstance(body, str) else json.dumps(body)
                 r = await c.post(path, content=raw, headers={"content-type": ctype})

@@ -146,7 +146,9 @@ def test_corrupt_version_is_refused_and_the_old_one_keeps_serving(
 
 def test_unreachable_registry_is_reported_and_retried(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "mlflow.db"
-    settings = BidoptSettings(tracking_uri=f"sqlite:///{missing}", reload_interval_s=1)
+    settings = BidoptSettings(
+        tracking_uri=f"sqlite:///{missing}", reload_interval_s=1, ledger_dir=tmp_path / "ledger"
+    )
     with TestClient(create_app(settings)) as client:
         wait_for(lambda: client.app.state.holder.last_reload_error is not None, 10)  # type: ignore[attr-defined]
         r = client.get("/readyz")

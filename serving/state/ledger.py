@@ -1,0 +1,208 @@
+"""The ledger writer: every decision and every accepted event appended to segment files by a
+background thread, never by the request path.
+
+Decisions are handed over as references (a list append, well under a microsecond) and written
+at least every `flush_ms`; a SIGKILL loses at most that interval of decisions. Events move
+money, so `log_events` returns only once they are written and fsync'ed (group commit: one fsync
+covers every event waiting at that moment), and the caller answers 200 only then. Each process
+writes its own segments (`<start ns>-<pid>.seg`), so workers share no lock.
+
+If the directory cannot be written (disk full, directory removed), the writer marks the ledger
+unavailable with the reason: the service then stops bidding (`ledger_unavailable`), /readyz is
+false and events get a 503, rather than spend money it cannot account for. It retries every
+second and resumes in a new segment once writing works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from features.ledger import DECISION, EVENT, SEGMENT_SUFFIX, frame
+
+log = logging.getLogger("bidopt.ledger")
+
+RETRY_S: Final = 1.0
+SEGMENT_BYTES: Final = 64 << 20
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger cannot be written now; the message says why."""
+
+
+def _jsonable(request: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in request.items():
+        out[k] = v.isoformat() if isinstance(v, datetime) else v
+    return out
+
+
+class Ledger:
+    def __init__(self, directory: Path, *, flush_ms: float = 200.0) -> None:
+        self.directory = directory
+        self.flush_s = flush_ms / 1000.0
+        self.reason: str | None = None  # why it is unavailable; None when it is fine
+        # deques: append (request side) and popleft (writer) are atomic under the GIL
+        self._decisions: deque[tuple[Any, ...]] = deque()
+        self._events: deque[tuple[list[dict[str, Any]], asyncio.Future[None], Any]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._file: Any = None
+        self._written = 0
+        self._thread: threading.Thread | None = None
+        self.decisions_written = 0
+        self.events_written = 0
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+    # -- the request side -----------------------------------------------------------------------
+
+    def log_decision(
+        self,
+        t: float,
+        source: str,
+        request: Mapping[str, Any],
+        result: Mapping[str, Any],
+        versions: Mapping[str, Any],
+        weight: float = 1.0,
+    ) -> None:
+        """Hand one decision over (references only; serialised by the writer thread)."""
+        self._decisions.append((t, source, request, result, versions, weight))
+
+    async def log_events(self, records: Sequence[dict[str, Any]]) -> None:
+        """Return once `records` are durable (written and fsync'ed); LedgerUnavailable if not."""
+        if self.reason is not None:
+            raise LedgerUnavailable(self.reason)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._events.append(([{"k": EVENT, **r} for r in records], done, loop))
+        self._wake.set()
+        await done
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the first segment (LedgerUnavailable if the directory cannot be written) and
+        start the writer thread."""
+        try:
+            self._open()
+        except OSError as e:
+            self.reason = f"cannot write the ledger at {self.directory}: {e.strerror or e}"
+            log.error("%s", self.reason)
+        self._thread = threading.Thread(target=self._run, name="bidopt-ledger", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}{SEGMENT_SUFFIX}"
+        self._file = open(self.directory / name, "ab", buffering=0)  # noqa: SIM115
+        self._written = 0
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            stopping = self._stop
+            try:
+                if self.reason is not None:
+                    self._recover()
+                if self.reason is None:
+                    self._flush()
+            except OSError as e:
+                self._fail(f"cannot write the ledger at {self.directory}: {e.strerror or e}")
+            if stopping:
+                return
+            if self.reason is not None:
+                time.sleep(RETRY_S)
+
+    def _recover(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        self._open()
+        log.warning("ledger writable again at %s: bidding resumes", self.directory)
+        self.reason = None
+
+    def _flush(self) -> None:
+        decisions = _drain(self._decisions)
+        events = _drain(self._events)
+        if not decisions and not events:
+            return
+        chunks = [self._decision_frame(d) for d in decisions]
+        for records, _, _ in events:
+            chunks.extend(frame(r) for r in records)
+        data = b"".join(chunks)
+        try:
+            self._file.write(data)
+            if events:
+                os.fsync(self._file.fileno())
+        except OSError as e:
+            self._fail(f"cannot write the ledger at {self.directory}: {e.strerror or e}", events)
+            return
+        self._written += len(data)
+        self.decisions_written += len(decisions)
+        for records, done, loop in events:
+            self.events_written += len(records)
+            loop.call_soon_threadsafe(_resolve, done, None)
+        if self._written >= SEGMENT_BYTES:
+            self._file.close()
+            self._open()
+
+    def _fail(self, reason: str, events: Sequence[tuple[Any, ...]] = ()) -> None:
+        if self.reason is None:
+            log.error("%s: bidding stops until it can be written", reason)
+        self.reason = reason
+        for _, done, loop in [*events, *_drain(self._events)]:
+            loop.call_soon_threadsafe(_resolve, done, LedgerUnavailable(reason))
+
+    @staticmethod
+    def _decision_frame(d: tuple[Any, ...]) -> bytes:
+        t, source, request, result, versions, weight = d
+        return frame(
+            {
+                "k": DECISION,
+                "t": int(t * 1_000_000),
+                "src": source,
+                "req": _jsonable(request),
+                "out": dict(result),
+                "models": versions,
+                "w": weight,
+            }
+        )
+
+
+def _drain(queue: deque[Any]) -> list[Any]:
+    out = []
+    while queue:
+        out.append(queue.popleft())
+    return out
+
+
+def _resolve(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
