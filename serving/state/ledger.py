@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -57,6 +58,7 @@ class Ledger:
         self._wake = threading.Event()
         self._stop = False
         self._file: Any = None
+        self._path = directory
         self._written = 0
         self._thread: threading.Thread | None = None
         self.decisions_written = 0
@@ -112,10 +114,15 @@ class Ledger:
             with contextlib.suppress(OSError):
                 self._file.close()
 
-    def _open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def _open(self, *, create: bool = True) -> None:
+        """A new segment. The directory is created at start only: one that disappears later
+        (an operator's rm, a lost mount) keeps the ledger unavailable until it is back, rather
+        than be silently recreated without the segments it held."""
+        if create:
+            self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}{SEGMENT_SUFFIX}"
-        self._file = open(self.directory / name, "ab", buffering=0)  # noqa: SIM115
+        self._path = self.directory / name
+        self._file = open(self._path, "ab", buffering=0)  # noqa: SIM115
         self._written = 0
 
     def _run(self) -> None:
@@ -140,7 +147,7 @@ class Ledger:
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
-        self._open()
+        self._open(create=False)
         log.warning("ledger writable again at %s: bidding resumes", self.directory)
         self.reason = None
 
@@ -154,7 +161,9 @@ class Ledger:
             chunks.extend(frame(r) for r in records)
         data = b"".join(chunks)
         try:
-            self._file.write(data)
+            if not os.path.exists(self._path):  # an unlinked file takes writes and keeps none
+                raise FileNotFoundError(errno.ENOENT, "segment or directory removed", self._path)
+            self._write_all(data)
             if events:
                 os.fsync(self._file.fileno())
         except OSError as e:
@@ -168,6 +177,22 @@ class Ledger:
         if self._written >= SEGMENT_BYTES:
             self._file.close()
             self._open()
+
+    def _write_all(self, data: bytes) -> None:
+        """Write `data` whole or not at all: a short write (a full disk) is cut back to the
+        last whole record, so a record torn by it cannot hide the ones written after it."""
+        written = 0
+        try:
+            while written < len(data):
+                n = self._file.write(data[written:])
+                if not n:
+                    raise OSError(errno.ENOSPC, "no space left on device (short write)")
+                written += n
+        except OSError:
+            if written:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._file.fileno(), self._written)
+            raise
 
     def _fail(self, reason: str, events: Sequence[tuple[Any, ...]] = ()) -> None:
         if self.reason is None:
