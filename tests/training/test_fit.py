@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.batch import encode_matrix
-from features.spec import fit_spec
+from features.spec_fit import fit_spec
 from training.fit import booster_params, fit_booster
 from training.splits import LABEL, make_split
 
