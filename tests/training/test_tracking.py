@@ -17,15 +17,6 @@ from training.splits import make_split
 from .conftest import fast_config
 
 
-def test_tracking_uri_rule(tmp_path: Path):
-    env = {"BIDOPT_TRACKING_URI": "sqlite:///a.db", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
-    assert tracking.tracking_uri(tmp_path, env) == "sqlite:///a.db"
-    env.pop("BIDOPT_TRACKING_URI")
-    assert tracking.tracking_uri(tmp_path, env) == "http://127.0.0.1:5000"
-    default = tracking.tracking_uri(tmp_path, {})
-    assert default == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
-
-
 def test_connect_creates_store_folder(tmp_path: Path):
     uri = f"sqlite:///{tmp_path}/deep/mlruns/mlflow.db"
     previous = mlflow.get_tracking_uri()
