@@ -8,8 +8,8 @@ test per targeted dimension. Only dimensions a campaign lists are checked: an ab
 Matching is exact after normalisation: countries and regions upper-case, OS and publishers
 lower-case (exchanges disagree on case, the meaning does not). Hours and weekdays (0 = Monday) are
 in the campaign's timezone, and so are flight dates, both ends inclusive. IP ranges narrower than
-the anonymised prefix (/24 IPv4, /48 IPv6; see features.ipanon) are refused at load: they could
-never match an anonymised IP.
+the anonymised prefix (features.ipanon: IPV4_PREFIX, IPV6_PREFIX) are refused at load
+(bidding.rules.check_network): they could never match an anonymised IP.
 
 Every no-bid reason is a snake_case constant (like bidding.strategies' reasons), so that serving
 can use it as a metrics label and an `X-Bidopt-Nobid-Reason` header as is.
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from bidding.rules import IPV4_MAX_PREFIX, IPV6_MAX_PREFIX, IpNetwork
+from bidding.rules import IpNetwork, check_network
 from features.schema import CHANNELS, DEVICE_TYPES
 
 if TYPE_CHECKING:
@@ -64,21 +64,6 @@ def _one_of(known: tuple[str, ...], what: str) -> AfterValidator:
         return v
 
     return AfterValidator(check)
-
-
-def check_network(cidr: str) -> str:
-    """A CIDR range at most as narrow as the anonymised prefix; raises ValueError naming it."""
-    try:
-        net = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP range: {cidr!r}") from None
-    limit = IPV4_MAX_PREFIX if net.version == 4 else IPV6_MAX_PREFIX
-    if net.prefixlen > limit:
-        raise ValueError(
-            f"{cidr} is narrower than /{limit}: IPs are anonymised to /{limit}, "
-            "so it could never match"
-        )
-    return cidr
 
 
 def _int_set(lo: int, hi: int, what: str) -> BeforeValidator:
