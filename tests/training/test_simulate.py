@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import bidopt_command, clean_env, sqlite_uri
+from tests.helpers.cli import bidopt_command, clean_env, sqlite_uri
 
 ROWS = 60_000
 SHARED = Path(

@@ -10,11 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from features.bundle import BUNDLE_FILES
+from tests.helpers.training import fast_config
 from training import pipeline, tracking
 from training.pyfunc_model import frame_from_records, request_examples
 from training.splits import make_split
-
-from .conftest import fast_config
 
 
 def test_connect_creates_store_folder(tmp_path: Path):
