@@ -16,19 +16,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from bidding.fitting import fit_strategy
 from bidding.goals import goal_value
-from bidding.pacing import PidGains, simulate_day
+from bidding.pacing import PidGains
 from bidding.replay import replay, replay_paced, window_budget
 from bidding.shading import shade, shade_array
 from bidding.strategies import STRATEGY_NAMES, Lagrangian, bid_one
-from bidding.synthetic import synthetic_auctions
 from bidding.winrate import WinRateModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared test harnesses
+
+from tests.helpers.auctions import synthetic_auctions
+from tests.helpers.pacing_day import simulate_day
 
 FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 BAR_S = 2.0

@@ -22,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from bidding.pacing import simulate_day
 from features.synth import generate
 from training.config import load_config
 from training.pipeline import fit_bundle
 from training.simulate import Probabilities, simulate
 from training.splits import make_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared test harnesses
+
+from tests.helpers.pacing_day import simulate_day
 
 SHARED = Path(
     os.environ.get(

@@ -17,7 +17,10 @@ import numpy as np
 import polars as pl
 
 from bidding.creatives import epsilon_greedy_probs
-from training.ope import estimates, on_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ope import estimates, on_policy
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "open_bandit_sample"
 N_ITEMS = 80

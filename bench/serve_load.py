@@ -82,8 +82,8 @@ def venv_env(**extra: str) -> dict[str, str]:
 
 
 def ensure_store(uri: str | None, rows: int, work: Path) -> str:
+    from features.store_uri import default_tracking_uri
     from serving.models.registry import Registry, RegistryUnavailable
-    from serving.settings import default_tracking_uri
 
     uri = uri or default_tracking_uri()
     try:

@@ -48,7 +48,7 @@ def worker(kind: str, data: Path, rounds: int) -> dict[str, float]:
     import polars as pl
 
     from features.batch import encode_matrix
-    from features.spec import fit_spec
+    from features.spec_fit import fit_spec
     from training import pipeline
     from training.fit import booster_params
     from training.splits import make_split

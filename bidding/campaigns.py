@@ -108,7 +108,7 @@ def _creative_shorthand(v: object) -> object:
 
 
 class Creative(BaseModel):
-    """An ad. Undeclared attributes fit any slot (bidding.targeting.creative_fits)."""
+    """An ad. Undeclared attributes fit any slot (bidding.creative_fit.creative_fits)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

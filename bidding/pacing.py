@@ -8,7 +8,8 @@ budget and time as a share of the period, so one set of gains suits any budget o
 
 Only the arithmetic lives here, over an explicit frozen `PacingState`: where the state is kept
 (one process, Redis for several workers) is the service's business. `run_paced` is the loop
-that replay and the day simulator share; it is pure given its inputs.
+that replay and the day simulator of the tests and benches (tests/helpers/pacing_day.py) share;
+it is pure given its inputs.
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def traffic_plan(expected_traffic: Sequence[float]) -> PacingPlan:
 
 @dataclass(frozen=True, slots=True)
 class PidGains:
-    """Defaults tuned with `simulate_day`: unpaced spend from 0.3x to 8x the budget, control
-    intervals of 5 to 30 minutes and hourly traffic off its expected shape by 20-40%: spend
-    ended at 99-100% of the budget, never exhausted before 97% of the day."""
+    """Defaults tuned with `simulate_day` (tests/helpers/pacing_day.py): unpaced spend from 0.3x
+    to 8x the budget, control intervals of 5 to 30 minutes and hourly traffic off its expected
+    shape by 20-40%: spend ended at 99-100% of the budget, never exhausted before 97% of the
+    day."""
 
     kp: float = 20.0  # per unit of budget share behind plan
     ki: float = 50.0  # per unit of (budget share x period share)
@@ -222,65 +224,4 @@ def run_paced(
         lo_i = hi_i
     return PacedRun(
         won, cost, bids, np.array(ends), np.array(spends), np.array(mults), spent, exhausted
-    )
-
-
-@dataclass(frozen=True)
-class DayResult:
-    budget: float
-    spend: float
-    spend_share: float  # spend / budget
-    exhausted_share: float | None  # share of the day when the budget ran out
-    max_bid_seen: float
-    run: PacedRun
-
-
-def simulate_day(
-    *,
-    overspend: float = 2.0,
-    auctions: int = 200_000,
-    traffic: Sequence[float] = DEFAULT_TRAFFIC,
-    traffic_noise: float = 0.2,
-    plan: PacingPlan | None = None,
-    gains: PidGains = PidGains(),
-    interval: float = 900.0,
-    seed: int = 0,
-) -> DayResult:
-    """A synthetic day: hourly traffic that differs from the expected shape by `traffic_noise`,
-    log-normal values and market prices, truthful bids x the pacing multiplier, second price.
-    The budget is the unpaced spend / `overspend` (2: bidding the value would spend twice it;
-    0.5: it would spend half, so pacing has to bid up)."""
-    rng = np.random.default_rng(seed)
-    hourly = np.asarray(traffic, dtype=float) * rng.lognormal(0.0, traffic_noise, len(traffic))
-    hour = rng.choice(len(traffic), size=auctions, p=hourly / hourly.sum())
-    times = np.sort((hour + rng.random(auctions)) * (DAY / len(traffic)))
-    values = rng.lognormal(math.log(40.0), 0.6, auctions)
-    market = rng.lognormal(math.log(50.0), 0.5, auctions)
-    floor = np.zeros(auctions)
-    first = np.zeros(auctions, dtype=bool)
-    max_bid = float(np.quantile(values, 0.999)) * 3
-    unpaced = settle(values, market, floor, first)[1].sum()
-    budget = float(unpaced / overspend)
-
-    def bid_fn(sl: slice, multiplier: float, budget_left: float) -> np.ndarray:
-        return np.minimum(values[sl] * multiplier, max_bid)
-
-    run = run_paced(
-        times,
-        bid_fn,
-        market,
-        floor,
-        first,
-        new_state(budget, 0.0),
-        plan or traffic_plan(traffic),
-        gains,
-        interval,
-    )
-    return DayResult(
-        budget=budget,
-        spend=run.spend,
-        spend_share=run.spend / budget,
-        exhausted_share=None if run.exhausted_at is None else run.exhausted_at / DAY,
-        max_bid_seen=float(run.bids.max(initial=0.0)),
-        run=run,
     )

@@ -28,9 +28,7 @@ from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-# IPs are anonymised on ingestion (features.ipanon): a narrower range could never match.
-IPV4_MAX_PREFIX: Final = 24
-IPV6_MAX_PREFIX: Final = 48
+from features.ipanon import IPV4_PREFIX, IPV6_PREFIX
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Predicate = Callable[["RuleContext"], bool]
@@ -96,7 +94,9 @@ class When(BaseModel):
     floor: RangeIn | None = None
     pctr: RangeIn | None = None
     pcvr: RangeIn | None = None
-    ip: Strs | None = Field(None, description="CIDR ranges, at most /24 (IPv4) or /48 (IPv6)")
+    ip: Strs | None = Field(
+        None, description=f"CIDR ranges, at most /{IPV4_PREFIX} (IPv4) or /{IPV6_PREFIX} (IPv6)"
+    )
 
     @field_validator("hour")
     @classmethod
@@ -116,13 +116,7 @@ class When(BaseModel):
     @classmethod
     def _networks(cls, v: list[str] | None) -> list[str] | None:
         for cidr in v or []:
-            net = _parse_network(cidr)
-            limit = IPV4_MAX_PREFIX if net.version == 4 else IPV6_MAX_PREFIX
-            if net.prefixlen > limit:
-                raise ValueError(
-                    f"{cidr} is narrower than /{limit}: IPs are anonymised to /{limit}, "
-                    "so it could never match"
-                )
+            check_network(cidr)
         return v
 
 
@@ -190,6 +184,20 @@ def _parse_network(cidr: str) -> IpNetwork:
         return ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         raise ValueError(f"not an IP range: {cidr!r}") from None
+
+
+def check_network(cidr: str) -> str:
+    """`cidr` when it is a range at most as narrow as the anonymised prefix (features.ipanon),
+    else ValueError naming it: IPs are anonymised on ingestion, so a narrower range could never
+    match. Rules' `ip` and targeting's `ip_block` both refuse with this one check."""
+    net = _parse_network(cidr)
+    limit = IPV4_PREFIX if net.version == 4 else IPV6_PREFIX
+    if net.prefixlen > limit:
+        raise ValueError(
+            f"{cidr} is narrower than /{limit}: IPs are anonymised to /{limit}, "
+            "so it could never match"
+        )
+    return cidr
 
 
 def _in_set(field: str, values: list[str]) -> Predicate:
@@ -283,8 +291,8 @@ def parse_ip(ip: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
 
 @functools.lru_cache(maxsize=65536)
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """Anonymised IPs repeat (one per /24 or /48), and parsing one costs more than the rules
-    that use it: a bounded cache of immutable address objects."""
+    """Anonymised IPs repeat (one per network of features.ipanon's prefixes), and parsing one
+    costs more than the rules that use it: a bounded cache of immutable address objects."""
     try:
         return ipaddress.ip_address(ip)
     except ValueError:

@@ -16,8 +16,9 @@ Order of operations per campaign (the contract; tests/bidding/test_selection.py 
 
 1. Targeting (`bidding.targeting`): flight dates, request dimensions, hours and weekdays in the
    campaign's timezone, segments, blocked IPs, frequency cap. A failure is that campaign's no-bid.
-2. Creative fit: the creative's channels, and for an OpenRTB slot its format, size, video
-   duration and the blocked advertiser domains. None fitting: `no_fitting_creative`.
+2. Creative fit (`bidding.creative_fit`): the creative's channels, and for an OpenRTB slot its
+   format, size, video duration and the blocked advertiser domains. None fitting:
+   `no_fitting_creative`.
 3. Scores: value per fitting creative from its pCTR/pCVR (`bidding.goals`).
 4. Rules (`bidding.rules`, compiled at load): evaluated once, with the pCTR/pCVR of the
    highest-value fitting creative ("the best this campaign can do here"), so the outcome does
@@ -42,10 +43,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from bidding.creative_fit import creative_fits
 from bidding.creatives import choose
 from bidding.rules import NO_RULE, Outcome, RuleContext, parse_ip
 from bidding.strategies import INVALID_VALUE, Value, bid_one
-from bidding.targeting import IpAddress, creative_fits, local_time
+from bidding.targeting import IpAddress, local_time
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo

@@ -1,4 +1,4 @@
-"""Who a campaign may bid on, and which creatives fit an impression slot.
+"""Who a campaign may bid on: the targeting, flight and frequency-cap tables, compiled.
 
 The TOML tables (`targeting`, `flight`, `frequency_cap`) are validated here and compiled once per
 campaign into frozensets and tuples (`CompiledTargeting`), so an impression costs one membership
@@ -8,8 +8,8 @@ test per targeted dimension. Only dimensions a campaign lists are checked: an ab
 Matching is exact after normalisation: countries and regions upper-case, OS and publishers
 lower-case (exchanges disagree on case, the meaning does not). Hours and weekdays (0 = Monday) are
 in the campaign's timezone, and so are flight dates, both ends inclusive. IP ranges narrower than
-the anonymised prefix (/24 IPv4, /48 IPv6; see features.ipanon) are refused at load: they could
-never match an anonymised IP.
+the anonymised prefix (features.ipanon: IPV4_PREFIX, IPV6_PREFIX) are refused at load
+(bidding.rules.check_network): they could never match an anonymised IP.
 
 Every no-bid reason is a snake_case constant (like bidding.strategies' reasons), so that serving
 can use it as a metrics label and an `X-Bidopt-Nobid-Reason` header as is.
@@ -18,19 +18,16 @@ can use it as a metrics label and an `X-Bidopt-Nobid-Reason` header as is.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from bidding.rules import IPV4_MAX_PREFIX, IPV6_MAX_PREFIX, IpNetwork
+from bidding.rules import IpNetwork, check_network
 from features.schema import CHANNELS, DEVICE_TYPES
-
-if TYPE_CHECKING:
-    from bidding.campaigns import Campaign, Creative
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -64,21 +61,6 @@ def _one_of(known: tuple[str, ...], what: str) -> AfterValidator:
         return v
 
     return AfterValidator(check)
-
-
-def check_network(cidr: str) -> str:
-    """A CIDR range at most as narrow as the anonymised prefix; raises ValueError naming it."""
-    try:
-        net = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP range: {cidr!r}") from None
-    limit = IPV4_MAX_PREFIX if net.version == 4 else IPV6_MAX_PREFIX
-    if net.prefixlen > limit:
-        raise ValueError(
-            f"{cidr} is narrower than /{limit}: IPs are anonymised to /{limit}, "
-            "so it could never match"
-        )
-    return cidr
 
 
 def _int_set(lo: int, hi: int, what: str) -> BeforeValidator:
@@ -285,91 +267,3 @@ def local_time(tz: ZoneInfo, when: datetime) -> tuple[int, int, date]:
         when = when.replace(tzinfo=ZoneInfo("UTC"))
     local = when.astimezone(tz)
     return local.hour, local.weekday(), local.date()
-
-
-def eligible(
-    campaign: Campaign,
-    request: Mapping[str, Any],
-    *,
-    local_hour: int | None,
-    local_weekday: int | None,
-    segments: frozenset[str],
-    ip: IpAddress | None,
-    today: date | None,
-    campaign_imps: tuple[int, int] | None,
-) -> str | None:
-    """None when `campaign` may bid on this impression, else the no-bid reason.
-
-    `local_hour`, `local_weekday` and `today` are in the campaign's timezone (`local_time`);
-    `ip` is the parsed anonymised IP (bidding.rules.parse_ip); `campaign_imps` is the user's
-    (24 h, 7 d) impressions of this campaign, None for an unknown user (no cap applies).
-    """
-    return campaign.compiled_targeting.check(
-        request, local_hour, local_weekday, segments, ip, today, campaign_imps
-    )
-
-
-def _domain_blocked(domain: str, blocked: Collection[str]) -> bool:
-    for b in blocked:
-        b = b.strip().lower()
-        if b and (domain == b or domain.endswith("." + b)):
-            return True
-    return False
-
-
-def _category_blocked(categories: Collection[str], blocked: Collection[str]) -> bool:
-    """bcat "IAB25" blocks "IAB25" and its sub-categories ("IAB25-3"), as exchanges read it."""
-    for b in blocked:
-        b = b.strip().upper()
-        if b and any(c == b or c.startswith(b + "-") for c in categories):
-            return True
-    return False
-
-
-def creative_fits(
-    creative: Creative,
-    imp_format: str | None,
-    sizes: Sequence[tuple[int, int]] | None = None,
-    channel: str | None = None,
-    *,
-    min_duration: float | None = None,
-    max_duration: float | None = None,
-    blocked_adomains: Collection[str] = (),
-    blocked_categories: Collection[str] = (),
-) -> bool:
-    """Whether `creative` may serve in this slot (OpenRTB imp + badv + bcat).
-
-    An exchange slot (`imp_format` given) takes only creatives that declare their format, and a
-    banner slot that lists sizes only banners of a listed size: a bid whose creative cannot be
-    shown there is rejected by the exchange or, worse, rendered badly. So a shorthand creative
-    (`"cr1"`, nothing declared) bids on /v1/bid but never on an OpenRTB imp. Video scales to
-    the player, so only its duration is checked against the slot's window. An advertiser domain
-    is blocked by an exact `badv` entry or by a parent domain in it (badv "ford.com" blocks
-    "shop.ford.com"); a category by `bcat` naming it or its parent. A creative that declares no
-    categories is not blocked by bcat: declare them for exchanges that enforce it.
-    """
-    fmt = creative.format
-    if imp_format is not None and fmt != imp_format:
-        return False
-    chans = creative.channel_set
-    if chans is not None and channel not in chans:
-        return False
-    if sizes and fmt == "banner" and (creative.width, creative.height) not in sizes:
-        return False  # an undeclared size (None, None) is never a listed one
-    d = creative.duration_s
-    if d is not None:
-        if min_duration is not None and d < min_duration:
-            return False
-        if max_duration is not None and d > max_duration:
-            return False
-    if (
-        blocked_categories
-        and creative.categories is not None
-        and _category_blocked(creative.categories, blocked_categories)
-    ):
-        return False
-    return not (
-        blocked_adomains
-        and creative.adomain is not None
-        and _domain_blocked(creative.adomain, blocked_adomains)
-    )

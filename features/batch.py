@@ -5,13 +5,12 @@ Every expression here mirrors one function of `transforms.py`; the parity test h
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 
 import numpy as np
 import polars as pl
 
-from features.spec import Feature, FeatureSpec, fold_lifts
+from features.spec import Feature, FeatureSpec
 from features.transforms import MISSING, UNSEEN_CODE
 
 
@@ -53,7 +52,7 @@ def _source(df: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     return src
 
 
-def _lift_column(df: pl.DataFrame, f: Feature) -> np.ndarray:
+def lift_column(df: pl.DataFrame, f: Feature) -> np.ndarray:
     """Summed lift of each row's segments under its key (transforms.segment_lift): NaN without
     a key, 0 for an unknown key, segment or an empty list. Lifts are multiples of a power of
     two, so this sum equals the online one bit for bit whatever the order: the matched cells
@@ -135,27 +134,5 @@ def encode_matrix(
         if i in given:
             x[:, i] = given[i]
         elif f.kind == "segment_lift":
-            x[:, i] = _lift_column(src, f)
+            x[:, i] = lift_column(src, f)
     return x
-
-
-def out_of_fold_lifts(
-    train: pl.DataFrame, spec: FeatureSpec, label: str, folds: int = 5
-) -> dict[int, np.ndarray]:
-    """Column index -> the lift column for the training rows, each time block encoded with
-    lifts fitted on the other blocks: a row never sees its own label (which the in-sample lift
-    would leak, worst in the small cells)."""
-    out: dict[int, np.ndarray] = {}
-    prior = float(spec.params.get("lift_prior", 200.0))
-    src = with_derived(train)
-    bounds = np.linspace(0, src.height, folds + 1).astype(int).tolist()
-    for i, f in enumerate(spec.features):
-        if f.kind != "segment_lift":
-            continue
-        tables = fold_lifts(src, f.source, label, prior, bounds)
-        parts = [
-            _lift_column(src[lo:hi], Feature(f.name, f.kind, f.source, (), cells))
-            for (lo, hi), cells in zip(itertools.pairwise(bounds), tables, strict=True)
-        ]
-        out[i] = np.concatenate(parts)
-    return out

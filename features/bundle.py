@@ -1,8 +1,13 @@
 """ModelBundle: the training ↔ serving contract, with no MLflow in it.
 
 A bundle is three text files in one directory — LightGBM model text, feature spec JSON,
-calibrator JSON — plus a small meta JSON. Training writes it and logs the directory as MLflow
-artifacts; serving downloads the directory and rebuilds the callable with `load`. No pickle.
+calibrator JSON — plus a small meta JSON. Training writes it and logs the directory as the
+artifact `BUNDLE_ARTIFACT` of an MLflow pyfunc model; serving downloads the model, finds the
+directory with `find_bundle_dir` and rebuilds the callable with `load`. No pickle. Both sides
+take the artifact's name and its place in a download from here, so they cannot drift apart.
+
+Loading a bundle and scoring an encoded matrix need no polars (serving never loads it);
+only `predict_frame`, which encodes log rows, imports the batch encoder.
 """
 
 from __future__ import annotations
@@ -15,14 +20,20 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lightgbm as lgb
 import numpy as np
-import polars as pl
+import yaml
 
-from features.batch import encode_matrix
 from features.calibrator import Calibrator
 from features.spec import FeatureSpec
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from features.forest import Forest
+
+# The name under which training logs the bundle directory as a pyfunc artifact; MLflow puts it
+# at artifacts/<name>/ in a downloaded model (what `find_bundle_dir` falls back to).
+BUNDLE_ARTIFACT: Final = "bundle"
+BUNDLE_SUBDIR: Final = Path("artifacts") / BUNDLE_ARTIFACT
 
 MODEL_FILE: Final = "model.txt"
 SPEC_FILE: Final = "feature_spec.json"
@@ -67,7 +78,10 @@ class ModelBundle:
         return self.calibrator.transform(self.predict_raw_matrix(x, threads))
 
     def predict_frame(self, df: pl.DataFrame, threads: int = 1) -> np.ndarray:
-        """Calibrated probabilities for canonical log rows."""
+        """Calibrated probabilities for canonical log rows (training, replay, the pyfunc)."""
+        # imported here, not at the top: the batch encoder is polars, which serving never loads
+        from features.batch import encode_matrix
+
         return self.predict_matrix(encode_matrix(df, self.spec), threads)
 
     def save(self, directory: Path) -> Path:
@@ -104,3 +118,22 @@ class ModelBundle:
                 f"spec has {len(spec.features)}"
             )
         return cls(booster=booster, spec=spec, calibrator=calibrator, meta=meta)
+
+
+def find_bundle_dir(model_dir: Path) -> Path:
+    """Where the bundle artifact landed inside a downloaded pyfunc model.
+
+    MLflow copies an artifact directory under its own base name (`artifacts/<dirname>`), which is
+    `artifacts/bundle` only when training's directory is called `bundle`; the MLmodel file
+    records the real path, so read it there and fall back to the contract's path.
+    """
+    model_dir = Path(model_dir)
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        path = mlmodel["flavors"]["python_function"]["artifacts"][BUNDLE_ARTIFACT]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return model_dir / BUNDLE_SUBDIR
+    resolved = (model_dir / str(path)).resolve()
+    if not resolved.is_relative_to(model_dir.resolve()):
+        return model_dir / BUNDLE_SUBDIR  # a path escaping the download is not ours to read
+    return resolved

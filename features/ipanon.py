@@ -30,10 +30,15 @@ _IPV4: Final = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.(?:{_OCTET}|\*)$"
 _IPV4_RE: Final = re.compile(_IPV4)
 _BLANK: Final = " \t\r\n"  # one definition of "blank" for both executors
 PSEUDONYM_CHARS: Final = 16  # 64 bits: collisions stay negligible for billions of users
+# The networks an IP is cut to. IPv4 drops the last octet (the pattern above and the vectorised
+# path cut at the third dot, which is what 24 means); IPv6 is masked to IPV6_PREFIX bits. Anything
+# that matches IPs after ingestion (targeting, rules) cannot look at a narrower range than these.
+IPV4_PREFIX: Final = 24
+IPV6_PREFIX: Final = 48
 
 
 def anonymise_ip(ip: str | None) -> str | None:
-    """The /24 (IPv4) or /48 (IPv6) network of `ip`; None for a missing (None or blank) value.
+    """The IPV4_PREFIX or IPV6_PREFIX network of `ip`; None for a missing (None or blank) value.
 
     Raises ValueError naming the value when it is not an IP address.
     """
@@ -53,7 +58,7 @@ def anonymise_ip(ip: str | None) -> str | None:
         else:
             if addr.ipv4_mapped is not None:
                 return anonymise_ip(str(addr.ipv4_mapped))
-            return str(ipaddress.IPv6Network((addr, 48), strict=False).network_address)
+            return str(ipaddress.IPv6Network((addr, IPV6_PREFIX), strict=False).network_address)
     raise ValueError(f"not an IP address: {ip!r}")
 
 

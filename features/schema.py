@@ -36,7 +36,7 @@ SCHEMA: Final[dict[str, pl.DataType]] = {
     "device_type": pl.String(),  # one of DEVICE_TYPES
     "os": pl.String(),
     "browser": pl.String(),
-    "ip": pl.String(),  # anonymised on ingestion: IPv4 /24, IPv6 /48
+    "ip": pl.String(),  # anonymised on ingestion to features.ipanon.IPV4_PREFIX / IPV6_PREFIX
     "country": pl.String(),
     "region": pl.String(),
     "city": pl.String(),

@@ -8,12 +8,13 @@ Importing this module touches neither disk nor network.
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Final
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.store_uri import default_tracking_uri
 
 # Values people paste from templates and tutorials; an admin key equal to one of them is no key.
 WEAK_KEYS: Final = frozenset(
@@ -21,19 +22,6 @@ WEAK_KEYS: Final = frozenset(
 )
 MIN_KEY_LENGTH: Final = 16
 LOOPBACK: Final = "127.0.0.1"
-
-
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    """The project-wide rule: BIDOPT_TRACKING_URI, else MLFLOW_TRACKING_URI, else ./mlruns SQLite.
-
-    Kept as a function so that every command and the service resolve the same store.
-    """
-    for var in ("BIDOPT_TRACKING_URI", "MLFLOW_TRACKING_URI"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value
-    base = (cwd or Path.cwd()).resolve()
-    return f"sqlite:///{base / 'mlruns' / 'mlflow.db'}"
 
 
 def is_loopback(host: str) -> bool:

@@ -19,9 +19,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from features.batch import encode_matrix, out_of_fold_lifts
+from features.batch import encode_matrix
 from features.bundle import ModelBundle
-from features.spec import FeatureSpec, fit_spec
+from features.spec import FeatureSpec
+from features.spec_fit import fit_spec, out_of_fold_lifts
 from training.calibrate import CalibrationChoice, choose_calibrator
 from training.config import Target, TrainConfig
 from training.evaluate import Evaluation, evaluate

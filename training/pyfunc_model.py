@@ -2,7 +2,7 @@
 
 MLflow copies this file into the model and runs it on load; `set_model` at the bottom hands it
 the model object. The bundle itself (LightGBM text, spec and calibrator JSON, meta) travels as
-the artifact `bundle`, so a downloaded model holds it at `artifacts/bundle/`. Input rows are
+the artifact `features.bundle.BUNDLE_ARTIFACT` (`artifacts/bundle/` in a download). Input rows are
 request dicts with the fields of features.schema.REQUEST_FIELDS (event_time as ISO-8601 text);
 output is the calibrated probability per row.
 """
@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from features.bundle import ModelBundle
+from features.bundle import BUNDLE_ARTIFACT, ModelBundle
 from training.records import frame_from_records, request_examples
 
-BUNDLE_ARTIFACT = "bundle"
-__all__ = ["BUNDLE_ARTIFACT", "BidoptPyfunc", "frame_from_records", "request_examples"]
+__all__ = ["BidoptPyfunc", "frame_from_records", "request_examples"]
 
 
 class BidoptPyfunc(PythonModel):

@@ -1,15 +1,13 @@
 """Training's only MLflow module: runs, registration, aliases, and the reads promote needs.
 
 Everything else in training is pure and hands this module plain values. The tracking URI rule
-is the same for every bidopt command and the service: BIDOPT_TRACKING_URI, else
-MLFLOW_TRACKING_URI, else a SQLite store at `<cwd>/mlruns/mlflow.db` with artifacts under
-`<cwd>/mlruns/` (MLflow's own defaults would put `mlflow.db` and `mlartifacts/` in whatever
-directory you stand in, and its file store is deprecated).
+is the same for every bidopt command and the service: `features.store_uri`. The bundle travels
+as the pyfunc artifact `features.bundle.BUNDLE_ARTIFACT` and is found in a download by
+`features.bundle.find_bundle_dir`, as serving finds it.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -27,8 +25,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
-from features.bundle import ModelBundle
+from features.bundle import BUNDLE_ARTIFACT, ModelBundle, find_bundle_dir
 from features.schema import REQUEST_FIELDS, SCHEMA
+from features.store_uri import default_tracking_uri
 from training import pyfunc_model
 from training.config import Target
 
@@ -50,15 +49,6 @@ class RegisteredVersion:
     model_uri: str  # models:/name/version
 
 
-def tracking_uri(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
-    """The URI every bidopt command uses (see the module docstring)."""
-    env = os.environ if env is None else env
-    for key in ("BIDOPT_TRACKING_URI", "MLFLOW_TRACKING_URI"):
-        if env.get(key):
-            return env[key]
-    return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlruns' / 'mlflow.db'}"
-
-
 def _sqlite_dir(uri: str) -> Path | None:
     """The directory of a SQLite store's file, where its artifacts go too."""
     if not uri.startswith("sqlite:"):
@@ -73,7 +63,7 @@ def _sqlite_dir(uri: str) -> Path | None:
 
 def connect(uri: str | None = None) -> str:
     """Point MLflow (tracking and registry) at the store, creating a SQLite store's folder."""
-    uri = uri or tracking_uri()
+    uri = uri or default_tracking_uri()
     folder = _sqlite_dir(uri)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -187,11 +177,11 @@ def log_training(
         mlflow.log_dict({"notes": list(notes)}, "notes.json")
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="plots")
-        mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
+        mlflow.log_artifacts(str(bundle_dir), artifact_path=BUNDLE_ARTIFACT)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(pyfunc_model.__file__).resolve()),
-            artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(bundle_dir)},
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
             signature=_signature(),
             input_example=_example_frame(input_example),
             pip_requirements=_pip_requirements(),
@@ -236,7 +226,7 @@ def load_bundle(model_uri: str) -> ModelBundle:
             local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
         except MlflowException as e:
             raise TrackingError(f"{model_uri}: cannot download ({e.message})") from None
-        return ModelBundle.load(Path(local) / "artifacts" / pyfunc_model.BUNDLE_ARTIFACT)
+        return ModelBundle.load(find_bundle_dir(Path(local)))
 
 
 def run_params(run_id: str) -> dict[str, str]:

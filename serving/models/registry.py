@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from bidding.winrate import WinRateModel
-from features.bundle import BundleError, ModelBundle
+from features.bundle import BundleError, ModelBundle, find_bundle_dir
 
-BUNDLE_ARTIFACT: Final = "bundle"
-BUNDLE_SUBDIR: Final = Path("artifacts") / BUNDLE_ARTIFACT
 MAX_REASON_CHARS: Final = 400
 WINRATE_FILE: Final = "winrate.json"  # optional, beside the 4 bundle files
 
@@ -55,26 +53,6 @@ def short(exc: BaseException) -> str:
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait before retry `attempt` (0-based): doubling from `base`, at most `cap`."""
     return min(cap, base * (2.0 ** min(attempt, 30)))
-
-
-def bundle_path(model_dir: Path) -> Path:
-    """Where the `bundle` artifact landed inside a downloaded pyfunc model.
-
-    MLflow copies an artifact directory under its own base name (`artifacts/<dirname>`), which is
-    `artifacts/bundle` only when training's directory is called `bundle`; the MLmodel file
-    records the real path, so read it there and fall back to the contract's path.
-    """
-    import yaml
-
-    try:
-        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
-        path = mlmodel["flavors"]["python_function"]["artifacts"][BUNDLE_ARTIFACT]["path"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return model_dir / BUNDLE_SUBDIR
-    resolved = (model_dir / str(path)).resolve()
-    if not resolved.is_relative_to(model_dir.resolve()):
-        return model_dir / BUNDLE_SUBDIR  # a path escaping the download is not ours to read
-    return resolved
 
 
 def read_winrate(path: Path) -> WinRateModel:
@@ -151,7 +129,7 @@ class Registry:
                 )
             except Exception as e:
                 raise VersionRefused(f"{uri}: download failed: {short(e)}") from e
-            bundle_dir = bundle_path(Path(local))
+            bundle_dir = find_bundle_dir(Path(local))
             if not bundle_dir.is_dir():
                 raise VersionRefused(f"{uri}: no bundle directory in the logged model")
             yield bundle_dir

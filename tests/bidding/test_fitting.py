@@ -18,7 +18,7 @@ from bidding.fitting import (
 from bidding.goals import goal_value
 from bidding.replay import replay, window_budget
 from bidding.strategies import Lagrangian, Linear, bid_array
-from bidding.synthetic import synthetic_auctions
+from tests.helpers.auctions import synthetic_auctions
 
 CPC = goal_value("cpc", 100.0)
 

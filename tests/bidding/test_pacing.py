@@ -12,10 +12,10 @@ from bidding.pacing import (
     even_plan,
     local_day,
     new_state,
-    simulate_day,
     step,
     traffic_plan,
 )
+from tests.helpers.pacing_day import simulate_day
 
 
 @pytest.mark.parametrize("overspend", [4.0, 2.0, 1.2, 0.5])

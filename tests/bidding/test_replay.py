@@ -19,8 +19,8 @@ from bidding.replay import (
     window_budget,
 )
 from bidding.strategies import Constant, Lagrangian, Linear, Ortb1, Value, bid_one
-from bidding.synthetic import synthetic_auctions
 from bidding.winrate import WinRateModel
+from tests.helpers.auctions import synthetic_auctions
 
 CPC = goal_value("cpc", 100.0)  # value = pCTR x 100,000
 

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bidding import targeting as t
-from bidding.campaigns import Campaign, Creative
+from bidding.campaigns import Campaign
 from bidding.rules import parse_ip
-from bidding.targeting import creative_fits, eligible, local_time
+from bidding.targeting import local_time
 
 BASE: dict[str, Any] = dict(
     id="c1", goal="cpc", target=1.0, max_bid=10.0, daily_budget=100.0, creatives=("a",)
@@ -39,15 +39,16 @@ def _check(
     today: date | None = date(2025, 6, 15),
     imps: tuple[int, int] | None = None,
 ) -> str | None:
-    return eligible(
-        c,
+    """`hour`, `weekday` and `today` are in the campaign's timezone (`local_time`), `imps` the
+    user's (24 h, 7 d) impressions of the campaign; what bidding.selection hands the check."""
+    return c.compiled_targeting.check(
         {**REQUEST, **(request or {})},
-        local_hour=hour,
-        local_weekday=weekday,
-        segments=frozenset(segments),
-        ip=parse_ip(ip),
-        today=today,
-        campaign_imps=imps,
+        hour,
+        weekday,
+        frozenset(segments),
+        parse_ip(ip),
+        today,
+        imps,
     )
 
 
@@ -178,51 +179,3 @@ def test_flight_day_is_the_campaigns_day() -> None:
     hour, weekday, today = local_time(c.tz, when)
     assert _check(c, hour=hour, weekday=weekday, today=today) is None
     assert local_time(ZoneInfo("UTC"), when)[2] < date(2025, 6, 3)
-
-
-BANNER = Creative(
-    id="b",
-    format="banner",
-    width=300,
-    height=250,
-    adomain="Shop.Acme.example",
-    categories="iab25-3",
-)
-VIDEO = Creative(id="v", format="video", duration_s=15, channels=("video", "ctv"))
-NATIVE = Creative(id="n", format="native", channels="app")
-ANY = Creative(id="x")
-
-
-@pytest.mark.parametrize(
-    ("creative", "args", "kwargs", "fits"),
-    [
-        (BANNER, ("banner", [(300, 250), (728, 90)], "web"), {}, True),
-        (BANNER, ("banner", [(728, 90)], "web"), {}, False),  # size not offered
-        (BANNER, ("banner", None, "web"), {}, True),  # no sizes known
-        (BANNER, ("banner", [], "web"), {}, True),
-        (BANNER, ("video", None, "web"), {}, False),  # wrong format
-        (BANNER, ("banner", None, "web"), {"blocked_adomains": ["acme.example"]}, False),
-        (BANNER, ("banner", None, "web"), {"blocked_adomains": {"shop.acme.example"}}, False),
-        (BANNER, ("banner", None, "web"), {"blocked_adomains": ["me.example"]}, True),
-        (BANNER, ("banner", None, "web"), {"blocked_categories": ["IAB25"]}, False),  # parent
-        (BANNER, ("banner", None, "web"), {"blocked_categories": {"IAB25-3"}}, False),
-        (BANNER, ("banner", None, "web"), {"blocked_categories": ["IAB2", "IAB25-30"]}, True),
-        (ANY, (None, None, "web"), {"blocked_categories": ["IAB25"]}, True),  # undeclared
-        (VIDEO, ("video", [(640, 480)], "video"), {"min_duration": 5, "max_duration": 30}, True),
-        (VIDEO, ("video", None, "ctv"), {"min_duration": 15, "max_duration": 15}, True),
-        (VIDEO, ("video", None, "video"), {"max_duration": 10}, False),
-        (VIDEO, ("video", None, "video"), {"min_duration": 20}, False),
-        (VIDEO, ("video", None, "web"), {}, False),  # channel not listed by the creative
-        (NATIVE, ("native", None, "app"), {}, True),
-        (NATIVE, ("native", None, "web"), {}, False),
-        (NATIVE, ("banner", [(300, 250)], "app"), {}, False),
-        # an exchange slot needs a declared format, a banner slot with sizes a declared size
-        (ANY, ("native", [(1, 1)], "email"), {}, False),
-        (ANY, ("banner", None, "web"), {}, False),
-        (Creative(id="n", format="banner"), ("banner", [(300, 250)], "web"), {}, False),
-        (Creative(id="n", format="banner"), ("banner", None, "web"), {}, True),
-        (ANY, (None, None, None), {"blocked_adomains": ["a.com"]}, True),  # no slot: /v1/bid
-    ],
-)
-def test_creative_fits(creative: Creative, args: tuple, kwargs: dict, fits: bool) -> None:
-    assert creative_fits(creative, *args, **kwargs) is fits

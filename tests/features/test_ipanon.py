@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.ipanon import (
+    IPV4_PREFIX,
+    IPV6_PREFIX,
     PSEUDONYM_CHARS,
     anonymise_ip,
     anonymise_ip_series,
@@ -45,10 +47,21 @@ def test_invalid_ip_raises_naming_the_value(ip):
         anonymise_ip(ip)
 
 
-def test_result_is_the_network_address():
-    assert anonymise_ip("192.168.77.200") == str(
-        ipaddress.ip_network("192.168.77.200/24", strict=False).network_address
-    )
+@pytest.mark.parametrize(
+    ("ip", "prefix"),
+    [
+        ("192.168.77.200", IPV4_PREFIX),  # each with the bit after the prefix set
+        ("2001:db8:abcd:8234:5678::1", IPV6_PREFIX),
+        ("2001:db8:abcd:ffff:ffff:ffff:ffff:ffff", IPV6_PREFIX),
+    ],
+)
+def test_result_is_the_network_address_at_the_declared_prefix(ip: str, prefix: int) -> None:
+    """IPV4_PREFIX and IPV6_PREFIX are what targeting and rules rely on: hold them to it."""
+    network = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
+    assert anonymise_ip(ip) == str(network.network_address)
+    assert anonymise_ip_series(pl.Series([ip])).to_list() == [str(network.network_address)]
+    one_bit_more = ipaddress.ip_network(f"{ip}/{prefix + 1}", strict=False)
+    assert anonymise_ip(ip) != str(one_bit_more.network_address)  # not a bit narrower either
 
 
 def _agree(values: list[str | None]) -> None:

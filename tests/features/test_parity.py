@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from features.batch import encode_matrix
 from features.online import OnlineEncoder, PairEncoder
 from features.schema import CHANNELS, SCHEMA, conform
-from features.spec import LIFT_QUANTUM, Feature, FeatureSpec, fit_spec
+from features.spec import LIFT_QUANTUM, Feature, FeatureSpec
+from features.spec_fit import fit_spec
 
 WORDS = ["a", "b", "c", "web", "app", "x.com", "other", "", "ünï", "300"]
 SEGMENTS = ["s1", "s2", "s3", "s4"]

@@ -1,119 +1,37 @@
-"""The segment-lift feature: its cells by hand, the out-of-fold fill of training rows, and
-the batch matrix assembly around it."""
+"""The feature spec as a JSON contract: what training writes is what serving reads."""
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import math
+import json
 
-import numpy as np
-import polars as pl
 import pytest
 
-from features.batch import encode_matrix, out_of_fold_lifts
-from features.spec import LIFT_QUANTUM, Feature, FeatureSpec, fit_lifts, fold_lifts
+from features.spec import SPEC_VERSION, Feature, FeatureSpec
+
+SPEC = FeatureSpec(
+    features=(
+        Feature("channel", "category", "channel", ("web", "app")),
+        Feature("floor_price", "numeric", "floor_price"),
+        Feature("hour", "hour", "event_time"),
+        Feature("weekday", "weekday", "event_time"),
+        Feature("seg_s1", "segment", "user_segments", ("s1",)),
+        Feature("seglift_campaign_id", "segment_lift", "campaign_id", (), (("c1", "s1", 0.25),)),
+    ),
+    params={"min_count": 5, "lift_key": "campaign_id"},
+)
 
 
-def test_segment_lift_cells_hand_computed() -> None:
-    df = pl.DataFrame(
-        {
-            "campaign_id": ["c1", "c1", "c1", "c1", "c2", None],
-            "user_segments": [["s"], ["s"], ["t"], [], ["s"], ["s"]],
-            "label": [1, 0, 0, 0, 0, 1],
-        }
-    )
-    # c1 rate 1/4; cell (c1, s): (1 + 2 * 0.25) / (2 + 2) = 0.375 -> ln(1.5); (c1, t): ln(2/3).
-    # c2 has no click (no rate to lift from) and the row without a key is not counted.
-    cells = fit_lifts(df, "campaign_id", "label", prior=2.0)
-    q = LIFT_QUANTUM
-    assert cells == (
-        ("c1", "s", round(math.log(1.5) / q) * q),
-        ("c1", "t", round(math.log(2 / 3) / q) * q),
-    )
-    with pytest.raises(ValueError, match=r"^lift_prior: must be > 0"):
-        fit_lifts(df, "campaign_id", "label", prior=0.0)
+def test_json_round_trip_keeps_every_field() -> None:
+    back = FeatureSpec.from_json(SPEC.to_json())
+    assert back == SPEC
+    assert back.names == SPEC.names
+    assert back.categorical == ["channel"]
+    assert back.features[-1].lift_table() == {"c1": {"s1": 0.25}}
+    assert back.features[0].index() == {"web": 1, "app": 2}  # code 0: the unseen bucket
 
 
-def test_out_of_fold_lifts_never_see_their_own_label() -> None:
-    rng = np.random.default_rng(3)
-    n = 5000
-    df = pl.DataFrame(
-        {
-            "campaign_id": rng.choice(["a", "b", "c"], n).tolist(),
-            "user_segments": [[f"s{j}" for j in rng.choice(6, 2, replace=False)] for _ in range(n)],
-            "label": (rng.random(n) < 0.1).astype(int).tolist(),
-            "slot_width": [None] * n,
-            "slot_height": [None] * n,
-        }
-    )
-    lift = Feature("seglift", "segment_lift", "campaign_id", (), ())
-    spec = FeatureSpec(features=(lift,), params={"lift_prior": 50.0})
-    oof = out_of_fold_lifts(df, spec, "label")[0]
-    flipped = df.with_columns(
-        pl.when(pl.int_range(pl.len()) < n // 5)
-        .then(1 - pl.col("label"))
-        .otherwise("label")
-        .alias("label")
-    )
-    again = out_of_fold_lifts(flipped, spec, "label")[0]
-    first = slice(0, n // 5)
-    np.testing.assert_array_equal(oof[first], again[first])  # own block's labels unused
-    assert not np.array_equal(oof[n // 5 :], again[n // 5 :])  # the others' labels are used
-    full = dataclasses.replace(lift, lifts=fit_lifts(df, "campaign_id", "label", 50.0))
-    in_sample = encode_matrix(df, FeatureSpec((full,)))[:, 0]
-    assert not np.array_equal(oof, in_sample)
-
-
-def test_fold_lifts_equal_refitting_on_the_other_blocks() -> None:
-    """The one-pass tables (block counts subtracted from the totals) are the cells that
-    `fit_lifts` learns on each complement, including keys and cells that a block holds alone,
-    rows without a key or label, and empty or missing segment lists."""
-    rng = np.random.default_rng(11)
-    n = 3000
-    keys = rng.choice(["a", "b", "c", "d", None], n, p=[0.4, 0.3, 0.2, 0.05, 0.05]).tolist()
-    keys[:40] = ["only-in-first-block"] * 40
-    segments = [
-        None if i % 97 == 0 else [f"s{j}" for j in rng.choice(7, i % 4, replace=False)]
-        for i in range(n)
-    ]
-    labels = [None if i % 89 == 0 else int(rng.random() < 0.15) for i in range(n)]
-    df = pl.DataFrame({"campaign_id": keys, "user_segments": segments, "label": labels})
-    bounds = [0, 500, 1400, 1401, 3000]
-    tables = fold_lifts(df, "campaign_id", "label", 20.0, bounds)
-    assert len(tables) == 4
-    for (lo, hi), cells in zip(itertools.pairwise(bounds), tables, strict=True):
-        rest = pl.concat([df[:lo], df[hi:]])
-        assert cells == fit_lifts(rest, "campaign_id", "label", 20.0)
-    assert not any(k == "only-in-first-block" for k, _, _ in tables[0])
-    with pytest.raises(ValueError, match=r"bounds cover 10 rows, the frame has 3000"):
-        fold_lifts(df, "campaign_id", "label", 20.0, [0, 10])
-
-
-def test_encode_matrix_takes_given_columns_instead_of_computing_them() -> None:
-    df = pl.DataFrame(
-        {
-            "campaign_id": ["a", "b", None],
-            "user_segments": [["s1", "s1", "s9"], [], None],
-            "floor_price": [1.0, None, 3.0],
-            "slot_width": [None] * 3,
-            "slot_height": [None] * 3,
-        }
-    )
-    lift = Feature("seglift", "segment_lift", "campaign_id", (), (("a", "s1", 0.5),))
-    spec = FeatureSpec(
-        features=(
-            Feature("seg_s1", "segment", "user_segments", ("s1",)),
-            lift,
-            Feature("floor_price", "numeric", "floor_price"),
-            Feature("seg_s2", "segment", "user_segments", ("s2",)),
-        )
-    )
-    x = encode_matrix(df, spec)
-    # a listed segment counts once as an indicator, but its lift once per listing (as online)
-    expected = [[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, math.nan, 0.0], [0.0, math.nan, 3.0, 0.0]]
-    np.testing.assert_array_equal(x, np.array(expected))
-    given = encode_matrix(df, spec, given={1: np.array([7.0, 8.0, 9.0])})
-    np.testing.assert_array_equal(given[:, 1], [7.0, 8.0, 9.0])
-    np.testing.assert_array_equal(np.delete(given, 1, axis=1), np.delete(x, 1, axis=1))
-    assert given.flags.c_contiguous and given.dtype == np.float64
+def test_other_version_is_refused_naming_it() -> None:
+    data = json.loads(SPEC.to_json())
+    data["version"] = SPEC_VERSION + 1
+    with pytest.raises(ValueError, match=f"version {SPEC_VERSION + 1} is not {SPEC_VERSION}"):
+        FeatureSpec.from_json(json.dumps(data))

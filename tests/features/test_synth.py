@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from features.cli import register
+from features.ipanon import IPV4_PREFIX, IPV6_PREFIX
 from features.profiles import add_user_counters
 from features.schema import CHANNELS, COUNTER_COLUMNS, DEVICE_TYPES, SCHEMA, TIME, TRUTH_SCHEMA
 from features.synth import DEFAULT_START, generate
@@ -291,8 +292,9 @@ def test_devices_formats_and_ips_are_consistent(log: pl.DataFrame) -> None:
     assert set(log.filter(pl.col("channel") == "email")["slot_format"].unique()) == {"banner"}
     ips = log["ip"]
     assert ips.null_count() == 0  # anonymous requests still come from somewhere
-    for ip in ips.unique().to_list():  # already anonymised: the /24 or /48 network, canonical
-        net = ipaddress.ip_network(f"{ip}/24" if "." in ip else f"{ip}/48", strict=True)
+    for ip in ips.unique().to_list():  # already anonymised: the prefix's network, canonical
+        prefix = IPV4_PREFIX if "." in ip else IPV6_PREFIX
+        net = ipaddress.ip_network(f"{ip}/{prefix}", strict=True)
         assert str(net.network_address) == ip
         assert net.version == 6 or not net.is_private
     assert 0.05 < ips.str.contains(":").mean() < 0.25

@@ -41,7 +41,7 @@ def train_tiny_bundles(workdir: Path, rows: int = 20_000) -> dict[str, Path]:
     from features.batch import encode_matrix
     from features.bundle import ModelBundle
     from features.calibrator import Calibrator
-    from features.spec import fit_spec
+    from features.spec_fit import fit_spec
     from features.synth import generate
     from training.pyfunc_model import request_examples
 

@@ -49,13 +49,13 @@ def corrupt_copy(uri: str, name: str, dst: Path) -> str:
     """The champion's files with a model.txt that is not a LightGBM model."""
     import mlflow.artifacts
 
-    from serving.models.registry import bundle_path
+    from features.bundle import find_bundle_dir
 
     c = client_for(uri)
     mv = c.get_model_version_by_alias(name, "champion")
     src = c.get_model_version_download_uri(name, mv.version)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=src, dst_path=str(dst)))
-    (bundle_path(local) / "model.txt").write_text("this is not a model\n")
+    (find_bundle_dir(local) / "model.txt").write_text("this is not a model\n")
     return local.as_uri()
 
 

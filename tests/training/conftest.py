@@ -7,9 +7,6 @@ from typing import Any
 import polars as pl
 import pytest
 
-from training.config import TrainConfig, load_config
-
-FAST = ["num_boost_round=60", "early_stopping_rounds=10", "num_threads=1"]
 SMALL_ROWS, SMALL_SEED = 30_000, 3
 
 
@@ -24,7 +21,3 @@ def small_data() -> tuple[pl.DataFrame, dict[str, Any]]:
 @pytest.fixture(scope="session")
 def small_logs(small_data) -> pl.DataFrame:
     return small_data[0]
-
-
-def fast_config(target: str, *extra: str) -> TrainConfig:
-    return load_config(target, overrides=[*FAST, *extra])  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import bidopt_command, clean_env, sqlite_uri
+from tests.helpers.cli import bidopt_command, clean_env, sqlite_uri
 
 pytestmark = pytest.mark.integration
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from features.batch import encode_matrix
-from features.spec import fit_spec
+from features.spec_fit import fit_spec
+from tests.helpers.training import fast_config
 from training.fit import booster_params, fit_booster
 from training.splits import LABEL, make_split
-
-from .conftest import fast_config
 
 
 def test_fit_uses_spec_categoricals_and_trims(small_logs):

@@ -28,9 +28,8 @@ def test_test_window_scores_are_the_same_through_the_forest_or_lightgbm(small_lo
     """Small windows are scored by LightGBM, large ones by the compiled forest: the same numbers
     (raw scores bit-identical, probabilities within 1e-15), whichever threshold applies."""
     from features import bundle as bundle_module
+    from tests.helpers.training import fast_config
     from training.pipeline import fit_bundle, split_for
-
-    from .conftest import fast_config
 
     cfg = fast_config("ctr")
     split, _ = split_for(small_logs, cfg)

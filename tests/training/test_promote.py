@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from tests.helpers.training import fast_config
 from training import pipeline
 from training.promote import PromoteError, gate, promote
-
-from .conftest import fast_config
 
 WORSE = ("num_boost_round=1", "learning_rate=0.001")
 

@@ -12,7 +12,7 @@ from training.records import frame_from_records, request_examples
 
 def test_round_trip_keeps_the_encoding(small_logs):
     from features.batch import encode_matrix
-    from features.spec import fit_spec
+    from features.spec_fit import fit_spec
 
     rows = small_logs.head(50)
     spec = fit_spec(small_logs, min_count=5)

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import bidopt_command, clean_env, sqlite_uri
+from tests.helpers.cli import bidopt_command, clean_env, sqlite_uri
 
 ROWS = 60_000
 SHARED = Path(
@@ -108,7 +108,8 @@ def test_simulate_logs_parent_and_nested_runs(tmp_path: Path, mlflow_uri: str) -
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"simulation.csv", "clicks_vs_budget.png"} <= artifacts, artifacts
     table = Path(client.download_artifacts(parent.info.run_id, "simulation.csv", str(tmp_path)))
-    rows = list(csv.DictReader(table.open()))
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
 
     # 3 strategies x 2 budgets, learned (here: the column) and true probabilities
     assert len(children) == len(rows) == 12

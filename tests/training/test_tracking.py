@@ -10,20 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from features.bundle import BUNDLE_FILES
+from tests.helpers.training import fast_config
 from training import pipeline, tracking
 from training.pyfunc_model import frame_from_records, request_examples
 from training.splits import make_split
-
-from .conftest import fast_config
-
-
-def test_tracking_uri_rule(tmp_path: Path):
-    env = {"BIDOPT_TRACKING_URI": "sqlite:///a.db", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
-    assert tracking.tracking_uri(tmp_path, env) == "sqlite:///a.db"
-    env.pop("BIDOPT_TRACKING_URI")
-    assert tracking.tracking_uri(tmp_path, env) == "http://127.0.0.1:5000"
-    default = tracking.tracking_uri(tmp_path, {})
-    assert default == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
 
 
 def test_connect_creates_store_folder(tmp_path: Path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import clean_env
+from tests.helpers.cli import clean_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Seeded synthetic auction logs with known truth, for bidding tests and benches.
+"""Seeded synthetic auction logs with known truth, for bidding tests and benches (not product).
 
 Not a substitute for features/synth.py (full canonical logs for the whole pipeline): this is
 the minimum replay needs, generated in a few milliseconds per million auctions, with the true

@@ -1,4 +1,4 @@
-"""Off-policy estimates of a selection policy's value from logged impressions.
+"""Off-policy estimates of a selection policy's value from logged impressions (bench helper).
 
 Logged data only shows the reward of the creative that was shown; IPS reweights by how much more
 (or less) often the new policy would have shown it, self-normalised IPS trades a little bias for

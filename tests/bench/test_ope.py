@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.ope import dr, estimates, ips, on_policy, snips_value
+from bench.ope import dr, estimates, ips, on_policy, snips_value
 
 
 def test_hand_computed_case() -> None:
