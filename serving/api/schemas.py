@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from features.ipanon import IPV4_PREFIX, IPV6_PREFIX
 from features.schema import AUCTION_TYPES, CHANNELS, DEVICE_TYPES
 
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
@@ -102,7 +103,10 @@ class Impression(BaseModel):
     device_type: DeviceType | None = None
     os: Text | None = None
     browser: Text | None = None
-    ip: Text | None = Field(default=None, description="Already anonymised (IPv4 /24, IPv6 /48).")
+    ip: Text | None = Field(
+        default=None,
+        description=f"Already anonymised (IPv4 /{IPV4_PREFIX}, IPv6 /{IPV6_PREFIX}).",
+    )
     country: Text | None = None
     region: Text | None = None
     city: Text | None = None
