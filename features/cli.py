@@ -1,4 +1,4 @@
-"""Sub-commands owned by `features`: `bidopt synth`.
+"""Sub-commands owned by `features`: `bidopt synth` and `bidopt logs build`.
 
 The command only wraps `features.synth.generate` and a Parquet write; it checks the output
 path before the work starts, so a typo costs a second, not a full generation.
@@ -7,8 +7,10 @@ path before the work starts, so a typo costs a second, not a full generation.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -90,6 +92,67 @@ def synth(
     )
 
 
+def _time(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO-8601 time", param_hint=flag) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def logs_build(
+    ledger: Path = typer.Option(..., "--ledger", help="The service's ledger directory."),
+    out: Path = typer.Option(..., "--out", help="Parquet file of the canonical impression log."),
+    since: str | None = typer.Option(None, "--since", help="Decisions from this time (ISO)."),
+    until: str | None = typer.Option(None, "--until", help="Decisions before this time (ISO)."),
+    attribution_days: float = typer.Option(
+        7.0, "--attribution-days", min=0, help="Conversions count this long after the click."
+    ),
+) -> None:
+    """Join the ledger's decisions with their wins, clicks and conversions into training logs."""
+    from features.ingest import write_csv
+    from features.ledger_logs import build_logs
+
+    if not ledger.is_dir():
+        raise typer.BadParameter(f"{ledger} is not a directory", param_hint="--ledger")
+    target = _check_out(out)
+    result = build_logs(
+        ledger,
+        since=_time(since, "--since"),
+        until=_time(until, "--until"),
+        attribution_days=attribution_days,
+    )
+    result.frame.write_parquet(target)
+    aside = []
+    if result.rows_quarantined:
+        q = target.with_suffix(".quarantine.csv")
+        write_csv(result.quarantined, q)
+        aside.append(
+            f"quarantine: {q} ({', '.join(f'{k} {v}' for k, v in result.reasons.items())})"
+        )
+    if result.unmatched:
+        u = target.with_suffix(".unmatched.jsonl")
+        u.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in result.unmatched))
+        aside.append(f"unmatched events: {u}")
+    frame = result.frame
+    typer.echo(
+        f"{result.decisions_in:,} bid decisions in = {result.rows_out:,} rows out + "
+        f"{result.rows_quarantined:,} quarantined; won {int(frame['won'].sum()):,}, clicks "
+        f"{int(frame['click'].sum()):,}, conversions {int(frame['conversion'].sum()):,}; "
+        f"events matched {result.events_matched:,}, unmatched {len(result.unmatched):,}, "
+        f"conversions outside the window {result.conversions_outside_window:,}; sampled no-bid "
+        f"decisions (not rows) {result.nobid_decisions:,}; ledger records "
+        f"{result.ledger.records:,}"
+        + (f", torn bytes skipped {result.ledger.torn_bytes}" if result.ledger.torn_bytes else "")
+    )
+    typer.echo(f"wrote {target}" + "".join(f"; {a}" for a in aside))
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the top-level `bidopt` app."""
     app.command("synth")(synth)
+    logs = typer.Typer(help="Training logs from the service's ledger.", no_args_is_help=True)
+    logs.command("build")(logs_build)
+    app.add_typer(logs, name="logs")
