@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from training.cli_support import quiet_mlflow, user_errors
+
 DEFAULT_STRATEGIES = "linear,ortb1,ortb2,lagrangian,constant"
 DEFAULT_FRACTIONS = "1/32,1/16,1/8,1/4,1/2"
 
@@ -76,10 +78,8 @@ def simulate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from training.cli import _quiet_mlflow, _user_errors  # the package's conventions
-
     console = Console()
-    with _user_errors():
+    with user_errors():
         fractions = [f.strip() for f in budget_fractions.split(",") if f.strip()]
         names = [s.strip() for s in strategies.split(",") if s.strip()]
         if not names:
@@ -95,7 +95,7 @@ def simulate_command(
             parse_budget_fraction(f)
         if episode_length is not None and episode_length <= 0:
             raise ValueError(f"--episode-length: must be a positive integer, got {episode_length}")
-        _quiet_mlflow()
+        quiet_mlflow()
         from training import simulate as sim
 
         extra = (pctr_column, pcvr_column)
