@@ -198,52 +198,58 @@ class Rlb:
 
     name: ClassVar[str] = "rlb"
     table: RlbTable
-    _flat: array = field(init=False, repr=False)  # type: ignore[type-arg]
-    _cells: int = field(init=False, repr=False)
-    _s: float = field(init=False, repr=False)  # grid step in price bins
-    _bins: int = field(init=False, repr=False)
+    # (horizon, cells, grid step in price bins, price step, price bins, the table's rows, flat)
+    _c: tuple[int, int, float, float, int, array] = field(init=False, repr=False)  # type: ignore[type-arg]
 
     def __post_init__(self) -> None:
+        tab = self.table
         flat = array("d")
-        flat.frombytes(np.ascontiguousarray(self.table.values, dtype=np.float64).tobytes())
-        object.__setattr__(self, "_flat", flat)
-        object.__setattr__(self, "_cells", int(self.table.values.shape[1]))
-        object.__setattr__(self, "_s", self.table.budget_step / self.table.market.step)
-        object.__setattr__(self, "_bins", int(self.table.market.pdf.shape[0]))
+        flat.frombytes(np.ascontiguousarray(tab.values, dtype=np.float64).tobytes())
+        step = tab.market.step
+        consts = (
+            tab.horizon, int(tab.values.shape[1]), tab.budget_step / step, step,
+            int(tab.market.pdf.shape[0]), flat,
+        )  # fmt: skip
+        object.__setattr__(self, "_c", consts)
 
     def price_at(self, value: float, auctions_left: int, budget_left: float) -> float:
-        """The bid with `auctions_left` auctions (this one included) and `budget_left` to go."""
+        """The bid with `auctions_left` auctions (this one included) and `budget_left` to go.
+
+        Written for the per-impression path: locals only, one bisect over the grid points a
+        winnable price can reach (at most `bins` price bins below the budget)."""
         if not (auctions_left >= 1 and budget_left > 0.0 and value > 0.0):
             return 0.0
-        tab = self.table
-        step = tab.market.step
+        horizon, cells, s, step, bins, row = self._c
         b = budget_left / step  # price bins
         t = auctions_left
-        if t > tab.horizon:  # the paper's mapping: same budget per auction, T auctions
-            b = b * tab.horizon / t
-            t = tab.horizon
-        s, cells, row = self._s, self._cells, self._flat
+        if t > horizon:  # the paper's mapping: same budget per auction, T auctions
+            b = b * horizon / t
+            t = horizon
         x = b / s
         if x > cells - 1:  # richer than the table: bid as at its top
-            x = float(cells - 1)
+            x = cells - 1.0
             b = x * s
-        base = (t - 1) * cells
         i0 = int(x)
+        start = (t - 1) * cells  # V(t-1, .) starts here
+        at = start + i0
+        vb = row[at]
         f = x - i0
-        vb = row[base + i0]
         if f > 0.0:
-            vb += f * (row[base + i0 + 1] - vb)
+            vb += f * (row[at + 1] - vb)
         y = vb - value
-        hi = base + i0 + 2 if i0 + 2 <= cells else base + cells
-        i = bisect_left(row, y, base, hi)
-        if i == base:
-            lowest = 0.0
+        lo = at - int(bins / s) - 1
+        if lo < start:
+            lo = start
+        i = bisect_left(row, y, lo, at + 1)  # the first grid point with V >= V(b) - value
+        if i == lo:
+            lowest = float(lo - start)
         else:
             r0 = row[i - 1]
-            r1 = row[i] if i < hi else vb
-            lowest = (i - 1 - base) + ((y - r0) / (r1 - r0) if r1 > r0 else 1.0)
-        k = math.floor(b - lowest * s + 1e-9)  # highest price bin whose gap is within value
-        kmax = min(self._bins - 1, math.ceil(b - 1e-9) - 1)
+            lowest = (i - 1 - start) + (y - r0) / (row[i] - r0)
+        k = int(b - lowest * s + 1e-9)  # the highest price bin whose gap is within value
+        kmax = math.ceil(b - 1e-9) - 1  # prices strictly below the budget
+        if kmax >= bins:
+            kmax = bins - 1
         if k > kmax:
             k = kmax
         if k < 0:
