@@ -26,7 +26,9 @@ from bidding.rlb import Rlb
 from bidding.strategies import BidStrategy, bid_one
 from bidding.winrate import WinRateModel
 
-EXHAUSTED_SHARE = 0.01  # an episode counts as exhausted once under 1% of its budget is left
+# An episode counts as exhausted when under 1% of its budget is left at its end (bidding goes on
+# while anything is left: a cheap impression may still fit).
+EXHAUSTED_SHARE = 0.01
 
 
 def episode_bounds(n: int, length: int | None = None, ids: object | None = None) -> np.ndarray:
@@ -104,7 +106,7 @@ def _run(
         left = float(budgets[e])
         low = EXHAUSTED_SHARE * left
         for i in range(start, end):
-            if left <= low:
+            if left <= 0.0:
                 break
             if stateful:
                 curve = curves[seg[i]] if curves and seg[i] >= 0 else None

@@ -38,7 +38,7 @@ def _reference(log, strategy, budgets, bounds, max_bid=math.inf):
     for e in range(budgets.size):
         left = float(budgets[e])
         for i in range(int(bounds[e]), int(bounds[e + 1])):
-            if left <= 0.01 * budgets[e]:
+            if left <= 0.0:
                 break
             bid, _ = bid_one(
                 strategy, float(log.pctr[i]), max_bid=min(max_bid, left), budget_left=left,

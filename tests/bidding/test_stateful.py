@@ -42,7 +42,7 @@ def test_replay_and_pacing_state_give_the_same_bids():
         if live > log.market_price[i]:
             spent += float(log.market_price[i])
             seen += 1
-        if state.budget - spent <= 0.01 * state.budget:
+        if state.budget - spent <= 0.0:
             break
     episode = replay_episodes(log.take(slice(0, t_len)), rlb, budgets[:1], bounds[:2], GOAL)
     assert seen == episode.wins and spent == pytest.approx(episode.spend)
