@@ -124,7 +124,9 @@ def _best_on_grid(
     return make(best[1])
 
 
-def _price_grid(m: np.ndarray, size: int) -> np.ndarray:
+def price_grid(m: np.ndarray, size: int) -> np.ndarray:
+    """The bid levels the grid fits try (also bidding.grid's episode tuning): geometric, from
+    the 1st percentile of the market to 4x its 99.9th."""
     lo = max(float(np.quantile(m, 0.01)), 1e-3)
     hi = max(float(np.quantile(m, 0.999)) * 4.0, lo * 10.0)
     return np.geomspace(lo, hi, size)
@@ -144,7 +146,7 @@ def fit_constant_bid(
     m, f, fp = _inputs(market, floor, first_price)
     ones = np.ones(m.shape)
     c = np.asarray(clicks, dtype=np.float64)
-    grid = _price_grid(m, grid_size)
+    grid = price_grid(m, grid_size)
     bid = _bidder(bids, f, max_bid)
     return _best_on_grid(bid, Constant, grid, ones, m, f, fp, c, budget)  # type: ignore[return-value]
 
@@ -163,7 +165,7 @@ def fit_random_bid(
 ) -> RandomBid:
     m, f, fp = _inputs(market, floor, first_price)
     c = np.asarray(clicks, dtype=np.float64)
-    grid = _price_grid(m, grid_size)
+    grid = price_grid(m, grid_size)
 
     def make(x: float) -> BidStrategy:
         return RandomBid(0.0, x, seed)
@@ -195,7 +197,7 @@ def fit_linear_base_bid(
     def make(x: float) -> BidStrategy:
         return Linear(x, avg)
 
-    grid = _price_grid(m, grid_size)
+    grid = price_grid(m, grid_size)
     bid = _bidder(bids, f, max_bid)
     return _best_on_grid(bid, make, grid, v, m, f, fp, c, budget)  # type: ignore[return-value]
 
@@ -311,7 +313,7 @@ def fit_lagrangian_lambda(
 def at_bound(strategy: BidStrategy, market: np.ndarray, *, scale_free: bool = False) -> str:
     """Why a fitted parameter sits at the edge of its search range ("" when it does not): the
     strategy could not spend the fit window's budget under the goal (or only overspend it)."""
-    top = float(_price_grid(np.asarray(market, dtype=np.float64), 2)[-1])
+    top = float(price_grid(np.asarray(market, dtype=np.float64), 2)[-1])
     if isinstance(strategy, Lagrangian):
         if scale_free and strategy.lam <= SCALE_FLOOR - 1.0 + 1e-12:
             return "its scale is at the search bound"

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bidding.episodes import episode_bounds, episode_budgets, replay_episodes, tune_on_episodes
-from bidding.fitting import RLB_HORIZON, _price_grid, fit_strategy
+from bidding.fitting import RLB_HORIZON, fit_strategy, price_grid
 from bidding.goals import GoalValue
 from bidding.replay import (
     AuctionLog,
@@ -128,7 +128,7 @@ def _fit(
 ) -> BidStrategy:
     if by_ids and name in ("linear", "constant"):
         budgets = episode_budgets(bounds, frac * rate)
-        grid = _price_grid(log.market_price, 48).tolist()
+        grid = price_grid(log.market_price, 48).tolist()
         if name == "constant":
             return tune_on_episodes(Constant, grid, log, budgets, bounds, goal, max_bid=max_bid)
         avg = float(np.nanmean(values))
