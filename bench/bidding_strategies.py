@@ -53,7 +53,7 @@ def learned_vs_truth(rows: int, model_share: float) -> bool:
     pctr = bundle.predict_frame(rest, threads=2)
     res = simulate(
         rest, Probabilities(pctr, None, "learned pCTR"), strategies=STRATEGIES,
-        fractions=FRACTIONS, replay_fraction=0.6,
+        fractions=FRACTIONS, replay_fraction=0.6, goal="cpc", target=1.0,
     )  # fmt: skip
     table = res.table()
     print(
@@ -104,7 +104,7 @@ def ipinyou() -> None:
     pctr = np.full(df.height, df["click"].mean() or 1e-3)
     res = simulate(
         df, Probabilities(pctr, None, "constant pCTR"), strategies=["linear", "constant", "ortb1"],
-        fractions=["1/8", "1/2"],
+        fractions=["1/8", "1/2"], goal="cpc", target=1.0,
     )  # fmt: skip
     t = res.table()
     print(

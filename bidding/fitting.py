@@ -11,7 +11,14 @@ first-price payments and then underspend the budget in replay:
 - ORTB1/ORTB2: c by least squares between the win function (b / (c + b), or b^2 / (c^2 + b^2))
   and the empirical win curve (market prices, or a censored Kaplan-Meier curve from winrate.py);
   then lambda by bisection so that the window's spend equals the budget;
-- Lagrangian: lambda by bisection on the same spend equation (0 when the budget does not bind).
+- Lagrangian: lambda by bisection on the same spend equation (0 when the budget does not bind;
+  for max_clicks / max_conversions, whose value is not money, down to -1: the fitted scale);
+- rlb: the dynamic program of bidding/rlb.py, solved for the episode length (or 1,000 auctions)
+  and the window's budget per auction, on a market-price model (default: the window's prices).
+
+A fit that ends at the edge of its search range (`at_bound`) could not spend the budget under
+the goal (or could not stay within it): the simulate command reports it rather than let a 4%
+spend pass silently.
 
 Spend is monotone in every lambda, which is what makes bisection safe.
 """
@@ -24,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bidding.auction import budget_stop, settle
+from bidding.rlb import MarketModel, fit_rlb, market_from_prices
 from bidding.strategies import (
     BidStrategy,
     Constant,
@@ -38,6 +46,10 @@ from bidding.strategies import (
 )
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+LAMBDA_RANGE = (1e-15, 1e15)  # ORTB's lambda search
+SCALE_FLOOR = 1e-15  # max_* goals: 1 + lambda searched in [SCALE_FLOOR, 1]
+RLB_HORIZON = 1000  # auctions per solved table without episodes (longer: the paper's mapping)
+RLB_COVER = 1.5  # the table covers 1.5 x the fit's episode budget (replay budgets differ a bit)
 
 BidFn = Callable[[BidStrategy, np.ndarray], np.ndarray]
 """(strategy, per-auction values) -> the bids on the training window, in the replay's way."""
@@ -112,7 +124,9 @@ def _best_on_grid(
     return make(best[1])
 
 
-def _price_grid(m: np.ndarray, size: int) -> np.ndarray:
+def price_grid(m: np.ndarray, size: int) -> np.ndarray:
+    """The bid levels the grid fits try (also bidding.grid's episode tuning): geometric, from
+    the 1st percentile of the market to 4x its 99.9th."""
     lo = max(float(np.quantile(m, 0.01)), 1e-3)
     hi = max(float(np.quantile(m, 0.999)) * 4.0, lo * 10.0)
     return np.geomspace(lo, hi, size)
@@ -132,7 +146,7 @@ def fit_constant_bid(
     m, f, fp = _inputs(market, floor, first_price)
     ones = np.ones(m.shape)
     c = np.asarray(clicks, dtype=np.float64)
-    grid = _price_grid(m, grid_size)
+    grid = price_grid(m, grid_size)
     bid = _bidder(bids, f, max_bid)
     return _best_on_grid(bid, Constant, grid, ones, m, f, fp, c, budget)  # type: ignore[return-value]
 
@@ -151,7 +165,7 @@ def fit_random_bid(
 ) -> RandomBid:
     m, f, fp = _inputs(market, floor, first_price)
     c = np.asarray(clicks, dtype=np.float64)
-    grid = _price_grid(m, grid_size)
+    grid = price_grid(m, grid_size)
 
     def make(x: float) -> BidStrategy:
         return RandomBid(0.0, x, seed)
@@ -183,7 +197,7 @@ def fit_linear_base_bid(
     def make(x: float) -> BidStrategy:
         return Linear(x, avg)
 
-    grid = _price_grid(m, grid_size)
+    grid = price_grid(m, grid_size)
     bid = _bidder(bids, f, max_bid)
     return _best_on_grid(bid, make, grid, v, m, f, fp, c, budget)  # type: ignore[return-value]
 
@@ -264,7 +278,7 @@ def fit_ortb(
     c = fit_win_function_c(np.asarray(points)[keep], np.asarray(win)[keep], kind)
     cls = Ortb1 if kind == "ortb1" else Ortb2
     bid = _bidder(bids, f, max_bid)
-    lam = _solve_lambda(lambda x: _spend(bid, cls(c, x), v, m, f, fp), budget, 1e-15, 1e15)
+    lam = _solve_lambda(lambda x: _spend(bid, cls(c, x), v, m, f, fp), budget, *LAMBDA_RANGE)
     return cls(c, lam)
 
 
@@ -277,8 +291,10 @@ def fit_lagrangian_lambda(
     first_price: np.ndarray | None = None,
     max_bid: float = math.inf,
     bids: BidFn | None = None,
+    scale_free: bool = False,
 ) -> Lagrangian:
-    """lambda >= 0 with value / (1 + lambda) spending the budget; 0 when bidding value fits."""
+    """lambda >= 0 with value / (1 + lambda) spending the budget; 0 when bidding value fits.
+    `scale_free` (a max_* goal): lambda may go below 0, down to -1 + SCALE_FLOOR."""
     m, f, fp = _inputs(market, floor, first_price)
     v = np.asarray(values, dtype=np.float64)
     bid = _bidder(bids, f, max_bid)
@@ -287,8 +303,35 @@ def fit_lagrangian_lambda(
         return _spend(bid, Lagrangian(lam), v, m, f, fp)
 
     if spend(0.0) <= budget:
-        return Lagrangian(0.0)
+        if not scale_free:
+            return Lagrangian(0.0)
+        x = _solve_lambda(lambda one_plus: spend(one_plus - 1.0), budget, SCALE_FLOOR, 1.0)
+        return Lagrangian(x - 1.0)
     return Lagrangian(_solve_lambda(spend, budget, 1e-9, 1e12))
+
+
+def at_bound(strategy: BidStrategy, market: np.ndarray, *, scale_free: bool = False) -> str:
+    """Why a fitted parameter sits at the edge of its search range ("" when it does not): the
+    strategy could not spend the fit window's budget under the goal (or only overspend it)."""
+    top = float(price_grid(np.asarray(market, dtype=np.float64), 2)[-1])
+    if isinstance(strategy, Lagrangian):
+        if scale_free and strategy.lam <= SCALE_FLOOR - 1.0 + 1e-12:
+            return "its scale is at the search bound"
+        if not scale_free and strategy.lam == 0.0:
+            return "lambda is at its bound 0: bidding the value itself does not spend the budget"
+    if isinstance(strategy, Ortb1 | Ortb2):
+        lo, hi = LAMBDA_RANGE
+        if strategy.lam <= lo * (1 + 1e-6):
+            return f"lambda is at its lower bound {lo:g}"
+        if strategy.lam >= hi * (1 - 1e-6):
+            return f"lambda is at its upper bound {hi:g}"
+    if isinstance(strategy, Linear | Constant):
+        level = strategy.base_bid if isinstance(strategy, Linear) else strategy.bid
+        if level >= top * (1 - 1e-9):
+            return f"its bid level is at the top of its grid ({top:.4g})"
+    if isinstance(strategy, RandomBid) and strategy.high >= top * (1 - 1e-9):
+        return f"its range is at the top of its grid ({top:.4g})"
+    return ""
 
 
 def fit_strategy(
@@ -304,9 +347,23 @@ def fit_strategy(
     seed: int = 0,
     win_curve: tuple[np.ndarray, np.ndarray] | None = None,
     bids: BidFn | None = None,
+    scale_free: bool = False,
+    horizon: int | None = None,
+    market_model: MarketModel | None = None,
 ) -> BidStrategy:
-    """Fit any strategy by name on the training window (`budget` is that window's budget)."""
+    """Fit any strategy by name on the training window (`budget` is that window's budget).
+
+    `scale_free`: the goal has no target (max_*). rlb: `horizon` auctions per episode (default
+    RLB_HORIZON) and `market_model` (default: fitted on `market`)."""
     key = strategy_name(name)
+    if key == "rlb":
+        v = np.asarray(values, dtype=np.float64)
+        t = horizon or min(RLB_HORIZON, v.shape[0])
+        model = market_model or market_from_prices(market)
+        per_episode = budget / v.shape[0] * t
+        if not (math.isfinite(per_episode) and per_episode > 0):
+            raise ValueError(f"budget: rlb needs a finite budget > 0, got {budget!r}")
+        return fit_rlb(v, model, t, per_episode, cover=RLB_COVER)
     kw = {"floor": floor, "first_price": first_price, "max_bid": max_bid, "bids": bids}
     if key == "value":
         return Value()
@@ -318,4 +375,4 @@ def fit_strategy(
         return fit_linear_base_bid(values, market, clicks, budget, **kw)  # type: ignore[arg-type]
     if key in ("ortb1", "ortb2"):
         return fit_ortb(values, market, budget, kind=key, win_curve=win_curve, **kw)  # type: ignore[arg-type]
-    return fit_lagrangian_lambda(values, market, budget, **kw)  # type: ignore[arg-type]
+    return fit_lagrangian_lambda(values, market, budget, scale_free=scale_free, **kw)  # type: ignore[arg-type]

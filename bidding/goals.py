@@ -6,6 +6,11 @@ serve both callers: Python floats on the per-request path (no numpy overhead, ~1
 arrays in replay. A `GoalValue` folds the campaign constants (target, value per conversion,
 the x1000 to CPM) into one multiplier once, at campaign load, so the hot path is one or two
 multiplications.
+
+`max_clicks` and `max_conversions` ("maximise within the budget", as the big DSPs call it) have
+no target: the value is pCTR (or pCTR x pCVR) itself, in expected clicks (conversions) per
+impression, and each strategy's fit supplies the scale (linear's base bid, ORTB's lambda, the
+Lagrangian's multiplier; rlb is scale-free). Campaigns (serving) take the target goals only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import numpy as np
 
 Goal = Literal["cpc", "cpa", "roas", "cpm"]
 GOALS: Final[tuple[Goal, ...]] = ("cpc", "cpa", "roas", "cpm")
+MaxGoal = Literal["max_clicks", "max_conversions"]
+MAX_GOALS: Final[tuple[MaxGoal, ...]] = ("max_clicks", "max_conversions")
+ALL_GOALS: Final[tuple[str, ...]] = (*GOALS, *MAX_GOALS)
 
 # float or ndarray: the same expression works on both.
 Num = TypeVar("Num", float, np.ndarray)
@@ -42,16 +50,22 @@ def roas_value(pctr: Num, pcvr: Num, value_per_conversion: float, target_roas: f
 class GoalValue:
     """A campaign's goal reduced to `value = scale x pCTR [x pCVR]` (or a constant for CPM)."""
 
-    goal: Goal
-    scale: float  # CPM per unit of pCTR (cpc) or of pCTR x pCVR (cpa, roas); the CPM for cpm
+    goal: Goal | MaxGoal
+    # CPM per unit of pCTR (cpc) or of pCTR x pCVR (cpa, roas); the CPM for cpm; 1 for max_*
+    scale: float
 
     @property
     def uses_pcvr(self) -> bool:
-        return self.goal in ("cpa", "roas")
+        return self.goal in ("cpa", "roas", "max_conversions")
+
+    @property
+    def has_target(self) -> bool:
+        """False for max_*: the value is not money, so a strategy must fit its scale."""
+        return self.goal not in MAX_GOALS
 
     def value(self, pctr: float, pcvr: float = 1.0) -> float:
         """Scalar path for serving. NaN in gives NaN out; strategies turn that into a no-bid."""
-        if self.goal == "cpc":
+        if self.goal == "cpc" or self.goal == "max_clicks":
             return pctr * self.scale
         if self.goal == "cpm":
             return self.scale if pctr == pctr else math.nan  # NaN pCTR stays a no-bid
@@ -60,7 +74,7 @@ class GoalValue:
     def values(self, pctr: np.ndarray, pcvr: np.ndarray | None = None) -> np.ndarray:
         """Vectorised path for replay and batch scoring; same formula as `value`."""
         p = np.asarray(pctr, dtype=np.float64)
-        if self.goal == "cpc":
+        if self.goal == "cpc" or self.goal == "max_clicks":
             return p * self.scale
         if self.goal == "cpm":
             return np.where(np.isnan(p), np.nan, self.scale)
@@ -69,10 +83,18 @@ class GoalValue:
         return p * np.asarray(pcvr, dtype=np.float64) * self.scale
 
 
-def goal_value(goal: str, target: float, value_per_conversion: float | None = None) -> GoalValue:
+def goal_value(
+    goal: str, target: float | None, value_per_conversion: float | None = None
+) -> GoalValue:
     """Validate a goal once (at campaign load) and fold its constants into one scale."""
-    if goal not in GOALS:
-        raise ValueError(f"goal: unknown goal {goal!r} (known: {', '.join(GOALS)})")
+    if goal not in ALL_GOALS:
+        raise ValueError(f"goal: unknown goal {goal!r} (known: {', '.join(ALL_GOALS)})")
+    if goal in MAX_GOALS:
+        if target is not None:
+            raise ValueError(f"target: goal {goal!r} maximises within the budget; no target")
+        return GoalValue(goal, 1.0)
+    if target is None:
+        raise ValueError(f"target: goal {goal!r} needs a target")
     if not (math.isfinite(target) and target > 0):
         raise ValueError(f"target: must be a finite number > 0, got {target!r}")
     if goal == "cpc":

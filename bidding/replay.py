@@ -10,7 +10,9 @@ Static strategies replay vectorised: bids for the whole window in one `bid_array
 function serving calls, one impression at a time, through `bid_one`), settlement in one pass,
 the budget cut by a cumulative sum. Pacing replays one control interval at a time
 (`replay_paced`). Episode mode splits the window into episodes of N auctions, each with the
-budget share of its length, as in the RL bidding literature.
+budget share of its length, as in the RL bidding literature. State-aware strategies (rlb) and
+episodes by the RLB benchmark's rules replay auction by auction in bidding/episodes.py; the
+simulate command's fit-and-replay grid is bidding/grid.py.
 
 Undefined ratios are NaN, never an error: eCPC with no clicks, eCPA with no conversions, CTR
 with no wins, win rate (wins / bids) with no bids. A log without clicks replays to zeros; the
@@ -20,7 +22,6 @@ caller warns.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -28,10 +29,9 @@ from functools import cached_property
 import numpy as np
 
 from bidding.auction import budget_stop, budget_stops, settle
-from bidding.fitting import fit_strategy
 from bidding.goals import GoalValue
 from bidding.pacing import PacingPlan, PidGains, new_state, run_paced, traffic_plan
-from bidding.strategies import BidStrategy, bid_array, strategy_name
+from bidding.strategies import BidStrategy, bid_array
 from bidding.winrate import POOLED, WinRateModel
 
 
@@ -229,6 +229,7 @@ class ReplayResult:
     episodes: int = 1
     episodes_exhausted: int = 0
     expected_clicks: float | None = None  # sum of known click probabilities over the wins
+    spend_share: float = math.nan  # spend / budget: how much of the budget was spent
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -238,7 +239,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.nan
 
 
-def _summary(
+def summarize(
     name: str,
     budget: float,
     log: AuctionLog,
@@ -259,6 +260,7 @@ def _summary(
         name, budget, n, nb, nw, clicks, conv, spend, _ratio(spend, clicks), _ratio(spend, conv),
         _ratio(clicks, nw), _ratio(nw, nb), exhausted_at,
         None if exhausted_at is None else exhausted_at / n, episodes, episodes_exhausted, expected,
+        _ratio(spend, budget) if math.isfinite(budget) else math.nan,
     )  # fmt: skip
 
 
@@ -279,14 +281,14 @@ def replay(
     values = log_values(log, goal)
     if n == 0:
         none = np.zeros(0)
-        return _summary(strategy.name, budget, log, none, none.astype(bool), none, None)
+        return summarize(strategy.name, budget, log, none, none.astype(bool), none, None)
     bids = replay_bids(strategy, values, log, slice(None), max_bid, win_model)
     won, cost = settle(bids, log.market_price, log.floor, log.first_price)
     if episode_length is None:
         played, hit = budget_stop(cost, budget)
         bids[played:], won[played:], cost[played:] = 0.0, False, 0.0
         at = played - 1 if hit else None
-        return _summary(strategy.name, budget, log, bids, won, cost, at)
+        return summarize(strategy.name, budget, log, bids, won, cost, at)
     if not (isinstance(episode_length, int) and episode_length > 0):
         raise ValueError(f"episode_length: must be an integer > 0, got {episode_length!r}")
     eps = -(-n // episode_length)
@@ -300,7 +302,7 @@ def replay(
     bids, won, cost = np.where(live, bids, 0.0), won & live, np.where(live, cost, 0.0)
     hit_eps = np.flatnonzero(hit & (played > 0))
     at = int(hit_eps[0] * episode_length + played[hit_eps[0]] - 1) if hit_eps.size else None
-    return _summary(strategy.name, budget, log, bids, won, cost, at, eps, int(hit.sum()))
+    return summarize(strategy.name, budget, log, bids, won, cost, at, eps, int(hit.sum()))
 
 
 def replay_paced(
@@ -338,47 +340,4 @@ def replay_paced(
     at = None
     if run.exhausted_at is not None:
         at = int(np.searchsorted(log.time, run.exhausted_at, "right")) - 1
-    return _summary(strategy.name, budget, log, run.bids, run.won, run.cost, at)
-
-
-def replay_grid(
-    fit_log: AuctionLog,
-    replay_log: AuctionLog,
-    strategies: Sequence[str],
-    fractions: Sequence[str | float],
-    goal: GoalValue,
-    *,
-    max_bid: float = math.inf,
-    episode_length: int | None = None,
-    win_model: WinRateModel | None = None,
-    seed: int = 0,
-) -> list[tuple[str, float, BidStrategy, ReplayResult]]:
-    """The simulate command's core: per (strategy, budget fraction), fit on `fit_log` with that
-    fraction of its market total, replay `replay_log` with the same fraction of its own. The fit
-    bids exactly as the replay does (`replay_bids`, shading included), so lambdas solved for the
-    fit window's budget spend it in replay too.
-
-    Names and fractions are all checked before any work. Returns (name, fraction, fitted
-    strategy, result) rows.
-    """
-    names = [strategy_name(s) for s in strategies]
-    fracs = [parse_budget_fraction(f) for f in fractions]
-    fit_values = log_values(fit_log, goal)
-
-    def fit_bids(strategy: BidStrategy, values: np.ndarray) -> np.ndarray:
-        return replay_bids(strategy, values, fit_log, slice(None), max_bid, win_model)
-
-    rows = []
-    for name in names:
-        for frac in fracs:
-            strat = fit_strategy(
-                name, fit_values, fit_log.market_price, fit_log.click,
-                window_budget(fit_log, frac), floor=fit_log.floor,
-                first_price=fit_log.first_price, max_bid=max_bid, seed=seed, bids=fit_bids,
-            )  # fmt: skip
-            res = replay(
-                replay_log, strat, window_budget(replay_log, frac), goal, max_bid=max_bid,
-                win_model=win_model, episode_length=episode_length,
-            )  # fmt: skip
-            rows.append((name, frac, strat, res))
-    return rows
+    return summarize(strategy.name, budget, log, run.bids, run.won, run.cost, at)

@@ -11,6 +11,10 @@ The constraints, in order: a spent budget -> no bid; a non-finite or negative va
 price x pacing multiplier; a non-finite price -> no bid; cap at the max bid; first-price
 shading when a win curve is given; below the floor (or zero) -> no bid.
 
+`rlb` (bidding/rlb.py) also bids on the state: given `auctions_left`, `bid_one` asks the
+strategy's `price_at(value, auctions_left, budget_left)`; without it, rlb prices as at the start
+of the episode it was solved for, like any static strategy.
+
 ORTB's theta is the impression's value rather than raw pCTR: for a CPC goal value = pCTR x
 constant, and the fitted lambda absorbs the constant, so bids are the same; for CPA/ROAS the
 same formulas then optimise the campaign's own KPI.
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 import numpy as np
 
+from bidding.rlb import Rlb
 from bidding.shading import shade, shade_array
 
 if TYPE_CHECKING:
@@ -46,6 +51,12 @@ class BidStrategy(Protocol):
     def price(self, value: float) -> float: ...
 
     def prices(self, values: np.ndarray) -> np.ndarray: ...
+
+
+class StatefulStrategy(BidStrategy, Protocol):
+    """A strategy whose price also depends on the auctions and budget left (rlb)."""
+
+    def price_at(self, value: float, auctions_left: int, budget_left: float) -> float: ...
 
 
 def _check(strategy: str, param: str, x: float, *, lo: float = 0.0, strict: bool = True) -> None:
@@ -183,13 +194,16 @@ class Ortb2:
 
 @dataclass(frozen=True, slots=True)
 class Lagrangian:
-    """value / (1 + lambda): the budget's shadow price shades every bid by the same factor."""
+    """value / (1 + lambda): the budget's shadow price shades every bid by the same factor.
+
+    lambda >= 0 for goals with a target (never bid above the value); for max_clicks and
+    max_conversions the value is not money, and lambda in (-1, 0) is the fitted scale."""
 
     name: ClassVar[str] = "lagrangian"
     lam: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.name, "lam", self.lam, strict=False)
+        _check(self.name, "lam", self.lam, lo=-1.0)
 
     def price(self, value: float) -> float:
         return value / (1.0 + self.lam)
@@ -199,8 +213,9 @@ class Lagrangian:
 
 
 STRATEGIES: Final[dict[str, type]] = {
-    cls.name: cls for cls in (Constant, RandomBid, Linear, Value, Ortb1, Ortb2, Lagrangian)
+    cls.name: cls for cls in (Constant, RandomBid, Linear, Value, Ortb1, Ortb2, Lagrangian, Rlb)
 }
+FITTED_ONLY: Final = frozenset({"rlb"})  # built from a solved table (bidding.rlb.fit_rlb)
 ALIASES: Final[dict[str, str]] = {"const": "constant", "rand": "random", "lin": "linear"}
 STRATEGY_NAMES: Final[tuple[str, ...]] = tuple(STRATEGIES)
 
@@ -223,6 +238,11 @@ def strategy_params(name: str) -> tuple[str, ...]:
 def make_strategy(name: str, **params: float) -> BidStrategy:
     """Build a strategy by name; a missing, unknown or out-of-range parameter raises, named."""
     key = strategy_name(name)
+    if key in FITTED_ONLY:
+        raise ValueError(
+            f"{key}: solved from a market-price model by `bidopt simulate` or bidding.rlb.fit_rlb,"
+            " not built from parameters"
+        )
     allowed = strategy_params(key)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -248,6 +268,9 @@ def make_strategy(name: str, **params: float) -> BidStrategy:
 
 def strategy_to_dict(strategy: BidStrategy) -> dict[str, object]:
     """JSON-able description (name + parameters) for MLflow params and the campaigns file."""
+    if isinstance(strategy, Rlb):  # the table is the parameter: describe it, don't dump it
+        t = strategy.table
+        return {"name": "rlb", "horizon": t.horizon, "budget": t.budget, "grid": t.values.shape[1]}
     params = {f.name: getattr(strategy, f.name) for f in fields(strategy) if f.init}  # type: ignore[arg-type]
     return {"name": strategy.name, **params}
 
@@ -266,17 +289,23 @@ def bid_one(
     budget_left: float = math.inf,
     multiplier: float = 1.0,
     curve: WinCurve | None = None,
+    auctions_left: int | None = None,
 ) -> tuple[float, str]:
     """(price, no-bid reason) for one impression; reason "" when a bid is made, price 0 when not.
 
     `curve` is the segment's win curve for a first-price auction (shade); None bids the
-    strategy's price as is (second price: truthful).
+    strategy's price as is (second price: truthful). `auctions_left` (this one included, in the
+    episode or pacing interval) is the state a stateful strategy (rlb) bids on; static
+    strategies ignore it.
     """
     if not budget_left > 0:
         return 0.0, BUDGET_SPENT
     if not (value >= 0.0 and value != math.inf):  # also false for NaN
         return 0.0, INVALID_VALUE
-    price = strategy.price(value) * multiplier
+    if auctions_left is not None and isinstance(strategy, Rlb):
+        price = strategy.price_at(value, auctions_left, budget_left) * multiplier
+    else:
+        price = strategy.price(value) * multiplier
     if not math.isfinite(price):
         return 0.0, INVALID_VALUE
     if price > max_bid:

@@ -6,12 +6,10 @@ input ends with one line on stderr and exit code 2; a refused promotion exits wi
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,8 +23,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from training.cli_support import errors, quiet_mlflow, user_errors
+from training.simulate_cli import register_simulate
+
 console = Console()
-errors = Console(stderr=True)
 
 
 class TargetName(StrEnum):
@@ -55,41 +55,6 @@ SHOWN_METRICS = (
     "logloss", "oracle_logloss", "oracle_gap", "auc", "oracle_auc", "ne", "ece", "ece_rel",
     "calibration_ratio", "rows", "positives",
 )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn bad input into one line and exit code 2, never a traceback.
-
-    Every domain error of bidopt (config, split, promote, bundle, registry look-ups) is a
-    ValueError; LogError names an unusable log file; MlflowException covers an unreachable or
-    refusing tracking store. Importing nothing heavy here keeps failing fast cheap.
-    """
-    from features.ingest import LogError
-
-    try:
-        yield
-    except (ValueError, OSError, LogError) as e:
-        _fail(e)
-    except Exception as e:
-        if type(e).__name__ != "MlflowException":
-            raise
-        _fail(e)
-
-
-def _fail(e: BaseException) -> NoReturn:
-    text = " ".join(str(e).split()) or type(e).__name__
-    errors.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2) from None
-
-
-def _quiet_mlflow() -> None:
-    """MLflow's INFO lines (store migrations, registrations) would break up the progress bar."""
-    import logging
-
-    import mlflow  # noqa: F401 - mlflow configures its loggers on import; adjust after that
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 class _RichReporter:
@@ -171,13 +136,13 @@ def _metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
 
 def _train(target: str, logs: Path | None, source: str, rows: int, seed: int,
            config: Path | None, overrides: list[str] | None) -> None:  # fmt: skip
-    with _user_errors():
+    with user_errors():
         from training.config import load_config
 
         cfg = load_config(target, config, overrides or [])  # type: ignore[arg-type]
         if logs is not None and not logs.is_file():
             raise ValueError(f"--logs {logs}: no such file")
-        _quiet_mlflow()
+        quiet_mlflow()
         from training import pipeline, tracking
 
         uri = tracking.connect()
@@ -262,7 +227,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
     ) -> None:
         """Move `champion` to the challenger if it is at least as good on the same test window."""
-        with _user_errors():
+        with user_errors():
             from training.config import load_config
             from training.promote import promote
 
@@ -270,7 +235,7 @@ def register(app: typer.Typer) -> None:
             bound = cfg.max_ece_rel if max_ece_rel is None else max_ece_rel
             if logs is not None and not logs.is_file():
                 raise ValueError(f"--logs {logs}: no such file")
-            _quiet_mlflow()
+            quiet_mlflow()
             with console.status(f"re-scoring bidopt-{target.value} champion and challenger"):
                 decision = promote(target.value, max_ece_rel=bound, logs=logs)  # type: ignore[arg-type]
         if decision.champion:
@@ -303,21 +268,19 @@ def register(app: typer.Typer) -> None:
         """Generate synthetic logs, train and promote pCTR and pCVR, print what to do next."""
         _quickstart(rows, seed)
 
-    from training.simulate_cli import register_simulate
-
     register_simulate(app)
 
 
 def _quickstart(rows: int, seed: int) -> None:
     start = time.perf_counter()
-    with _user_errors():
+    with user_errors():
         from training import pipeline, tracking
         from training.config import load_config
         from training.promote import promote
 
         if rows <= 0:
             raise ValueError(f"--rows must be positive, got {rows}")
-        _quiet_mlflow()
+        quiet_mlflow()
         uri = tracking.connect()
         outcomes, decisions = {}, {}
         with _progress() as progress:

@@ -5,6 +5,11 @@ only decides which rows are auctions, where probabilities come from, and which w
 which replays. Only won impressions are replayed, as in the iPinYou benchmark: they are the rows
 whose market price and click outcome the log knows. Strategy parameters and the win-rate model
 are fitted on the earlier window, never on the replayed one.
+
+With an episode column (the RLB benchmark's files, features/adapters/rlb_episodes.py) the split
+falls on an episode boundary and every strategy replays by that benchmark's rules
+(bidding/grid.py); the campaign's training figures, when given, set the budget per auction
+(CPM_train / 1000) and rlb's market-price model (the training histogram).
 """
 
 from __future__ import annotations
@@ -17,16 +22,21 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from bidding.fitting import at_bound
 from bidding.goals import goal_value
-from bidding.replay import AuctionLog, make_log, replay_grid
-from bidding.strategies import strategy_name
+from bidding.grid import replay_grid
+from bidding.replay import AuctionLog, make_log
+from bidding.rlb import market_from_counts
+from bidding.strategies import strategy_name, strategy_to_dict
 from bidding.winrate import WinRateModel, segment_key
+from features.adapters.rlb_episodes import TrainInfo
 
 TRUTH_SUFFIX = "@truth"
 MARKET_COLUMNS = ("market_price", "paying_price")
 TABLE_COLUMNS = (
-    "strategy", "budget_fraction", "auctions", "bids", "wins", "clicks", "conversions", "spend",
-    "ecpc", "ecpa", "ctr", "win_rate", "exhausted_fraction", "expected_clicks",
+    "strategy", "budget_fraction", "budget", "auctions", "bids", "wins", "clicks", "conversions",
+    "spend", "ecpc", "ecpa", "ctr", "win_rate", "exhausted_fraction", "expected_clicks",
+    "spend_share", "episodes",
 )  # fmt: skip
 
 
@@ -144,18 +154,26 @@ def simulate(
     replay_fraction: float = 0.3,
     fit_df: pl.DataFrame | None = None,
     fit_probs: Probabilities | None = None,
-    goal: str = "cpc",
-    target: float = 1.0,
+    goal: str = "max_clicks",
+    target: float | None = None,
     value_per_conversion: float | None = None,
     episode_length: int | None = None,
     max_bid: float = math.inf,
     seed: int = 0,
+    episodes: np.ndarray | None = None,
+    fit_episodes: np.ndarray | None = None,
+    train_info: TrainInfo | None = None,
 ) -> SimulationResult:
     """Fit each strategy on the earlier window and replay the later one, per budget fraction;
-    on synthetic logs (true_ctr present) every strategy also runs on the true probabilities."""
+    on synthetic logs (true_ctr present) every strategy also runs on the true probabilities.
+    `episodes` (`fit_episodes` for `fit_df`): episode id per row."""
     names = [strategy_name(s) for s in strategies]  # unknown names fail before any work
     if not 0 < replay_fraction < 1:
         raise SimulationError(f"--replay-fraction: must be in (0, 1), got {replay_fraction}")
+    if episodes is not None and episode_length is not None:
+        raise SimulationError("--episode-column and --episode-length: give one of them")
+    if (fit_df is not None) and (episodes is not None) != (fit_episodes is not None):
+        raise SimulationError("--episode-column: needed in both --logs and --fit-logs")
     gv = goal_value(goal, target, value_per_conversion)
     if gv.uses_pcvr and probs.pcvr is None:
         raise SimulationError(f"goal {goal!r} needs pCVR: give --pcvr-column or a cvr model")
@@ -166,19 +184,23 @@ def simulate(
     idx = order["_i"].to_numpy()
     df, pctr = order.drop("_i"), probs.pctr[idx]
     pcvr = probs.pcvr[idx] if probs.pcvr is not None else None
+    eps = episodes[idx] if episodes is not None else None
     if fit_df is None:
         cut = round(df.height * (1 - replay_fraction))
+        if eps is not None:
+            cut = _episode_cut(eps, cut)
         fit_df, df = df[:cut], df[cut:]
         fit_p, fit_q = pctr[:cut], (pcvr[:cut] if pcvr is not None else None)
         pctr, pcvr = pctr[cut:], (pcvr[cut:] if pcvr is not None else None)
+        fit_e, eps = (eps[:cut], eps[cut:]) if eps is not None else (None, None)
     else:
         assert fit_probs is not None
-        fit_p, fit_q = fit_probs.pctr, fit_probs.pcvr
+        fit_p, fit_q, fit_e = fit_probs.pctr, fit_probs.pcvr, fit_episodes
     win_model = fit_win_model(fit_df)
     warnings: list[str] = []
 
-    def auctions(frame: pl.DataFrame, p: np.ndarray, q: np.ndarray | None) -> AuctionLog:
-        mask = (
+    def kept(frame: pl.DataFrame) -> np.ndarray:
+        return (
             frame.select(
                 (pl.col("won").fill_null(True) if "won" in frame.columns else pl.lit(True))
                 & market_prices(frame).is_not_null()
@@ -186,6 +208,9 @@ def simulate(
             .to_series()
             .to_numpy()
         )
+
+    def auctions(frame: pl.DataFrame, p: np.ndarray, q: np.ndarray | None) -> AuctionLog:
+        mask = kept(frame)
         sub = frame.filter(pl.Series(mask))
         if sub.height == 0:
             raise SimulationError("no won auctions with a known market price to replay")
@@ -202,15 +227,24 @@ def simulate(
             auctions(df, df["true_ctr"].to_numpy(), _truth_cvr(df, pcvr)),
         )
         runs.append(truth)
+    ep_kw: dict[str, Any] = {}
+    if eps is not None and fit_e is not None:
+        ep_kw = {"fit_episodes": fit_e[kept(fit_df)], "replay_episodes_ids": eps[kept(df)]}
+    if train_info is not None:
+        ep_kw["price_per_auction"] = train_info.mean_price
+        ep_kw["market_model"] = market_from_counts(train_info.market_price_counts)
     rows: list[dict[str, Any]] = []
     for label, fl, rl in runs:
         for name, frac, strat, res in replay_grid(
             fl, rl, names, fractions, gv, max_bid=max_bid, episode_length=episode_length,
-            win_model=win_model, seed=seed,
+            win_model=win_model, seed=seed, **ep_kw,
         ):  # fmt: skip
             suffix = TRUTH_SUFFIX if label == TRUTH_SUFFIX else ""
             row = {**res.as_dict(), "strategy": name + suffix, "budget_fraction": frac}
-            row["fitted"] = strat.__dict__ if hasattr(strat, "__dict__") else {}
+            row["fitted"] = strategy_to_dict(strat)
+            note = at_bound(strat, fl.market_price, scale_free=not gv.has_target)
+            if note:
+                warnings.append(_bound_warning(name + suffix, frac, note, res.spend_share, gv))
             rows.append(row)
     params = {
         "strategies": ",".join(names),
@@ -220,6 +254,8 @@ def simulate(
         "goal": goal,
         "target": target,
         "episode_length": episode_length or 0,
+        "episodes": "column" if eps is not None else ("length" if episode_length else "none"),
+        "budget_base": "train_info" if train_info is not None else "window_market_price",
         "fit_auctions": len(fit_log),
         "replay_auctions": len(replay_log),
         "win_model": "kaplan-meier" if win_model is not None else "none",
@@ -231,3 +267,22 @@ def _truth_cvr(df: pl.DataFrame, fallback: np.ndarray | None) -> np.ndarray | No
     if fallback is None:
         return None
     return df["true_cvr"].to_numpy() if "true_cvr" in df.columns else fallback
+
+
+def _episode_cut(episodes: np.ndarray, cut: int) -> int:
+    """The episode boundary nearest to row `cut`: an episode is fitted or replayed, not split."""
+    change = np.flatnonzero(episodes[1:] != episodes[:-1]) + 1
+    if change.size == 0:
+        raise SimulationError("--episode-column: one episode only; nothing to fit on")
+    return int(change[np.argmin(np.abs(change - cut))])
+
+
+def _bound_warning(name: str, frac: float, note: str, share: float, gv: Any) -> str:
+    spent = "?" if share != share else f"{share:.0%}"
+    hint = ""
+    if gv.has_target:
+        hint = (
+            f" (with goal {gv.goal!r} the value may sit far below the market price; "
+            "--goal max_clicks lets each strategy fit its own scale)"
+        )
+    return f"{name} at {frac:g}: {note}; it spent {spent} of the replay budget{hint}"

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from training.cli_support import quiet_mlflow, user_errors
+
 DEFAULT_STRATEGIES = "linear,ortb1,ortb2,lagrangian,constant"
 DEFAULT_FRACTIONS = "1/32,1/16,1/8,1/4,1/2"
 
@@ -61,10 +63,29 @@ def simulate_command(
     pcvr_column: Annotated[
         str | None, typer.Option(help="Take pCVR from this column instead of the cvr model.")
     ] = None,
-    goal: Annotated[str, typer.Option(help="cpc, cpa, roas or cpm.")] = "cpc",
-    target: Annotated[float, typer.Option(help="The goal's target (CPC, CPA, ROAS, CPM).")] = 1.0,
+    goal: Annotated[
+        str | None,
+        typer.Option(
+            help="max_clicks, max_conversions, cpc, cpa, roas or cpm; default: max_clicks, "
+            "or cpc when --target is given."
+        ),
+    ] = None,
+    target: Annotated[
+        float | None, typer.Option(help="The goal's target (CPC, CPA, ROAS, CPM); max_* take none.")
+    ] = None,
     episode_length: Annotated[
         int | None, typer.Option(help="Split the budget into episodes of N auctions.")
+    ] = None,
+    episode_column: Annotated[
+        str | None,
+        typer.Option(help="Episodes from this id column (RLB benchmark rules for every strategy)."),
+    ] = None,
+    train_info: Annotated[
+        Path | None,
+        typer.Option(
+            help="RLB train-info JSON: budget per auction = its cpm_train / 1000, and its "
+            "market-price histogram for rlb."
+        ),
     ] = None,
     max_bid: Annotated[float, typer.Option(help="Cap on every bid (CPM).")] = math.inf,
     alias: Annotated[str, typer.Option(help="Registry alias of the models to score with.")] = (
@@ -76,10 +97,8 @@ def simulate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from training.cli import _quiet_mlflow, _user_errors  # the package's conventions
-
     console = Console()
-    with _user_errors():
+    with user_errors():
         fractions = [f.strip() for f in budget_fractions.split(",") if f.strip()]
         names = [s.strip() for s in strategies.split(",") if s.strip()]
         if not names:
@@ -95,10 +114,20 @@ def simulate_command(
             parse_budget_fraction(f)
         if episode_length is not None and episode_length <= 0:
             raise ValueError(f"--episode-length: must be a positive integer, got {episode_length}")
-        _quiet_mlflow()
+        if goal is None:
+            goal = "cpc" if target is not None else "max_clicks"
+        from bidding.goals import goal_value
+
+        goal_value(goal, target)  # a goal/target mismatch fails before the logs load
+        info = None
+        if train_info is not None:
+            from features.adapters.rlb_episodes import read_train_info
+
+            info = read_train_info(train_info)
+        quiet_mlflow()
         from training import simulate as sim
 
-        extra = (pctr_column, pcvr_column)
+        extra = (pctr_column, pcvr_column, episode_column)
         df = _load(logs, rows, seed, extra)
         fit_df = _load(fit_logs, rows, seed, extra) if fit_logs is not None else None
         probs = _probabilities(df, pctr_column, pcvr_column, goal, alias)
@@ -107,23 +136,27 @@ def simulate_command(
             if fit_df is not None
             else None
         )
+        episodes = _episodes(df, episode_column)
+        fit_episodes = _episodes(fit_df, episode_column) if fit_df is not None else None
         result = sim.simulate(
             df, probs, strategies=names, fractions=fractions, replay_fraction=replay_fraction,
             fit_df=fit_df, fit_probs=fit_probs, goal=goal, target=target,
-            episode_length=episode_length, max_bid=max_bid, seed=seed,
+            episode_length=episode_length, max_bid=max_bid, seed=seed, episodes=episodes,
+            fit_episodes=fit_episodes, train_info=info,
         )  # fmt: skip
         table = result.table()
         for w in result.warnings:
             console.print(f"[yellow]warning:[/] {w}")
         out = Table(title=f"Replay of {result.params['replay_auctions']:,} auctions")
         truth = table["expected_clicks"].is_not_null().any()
-        cols = ["strategy", "budget", "bids", "wins", "clicks", "conv.", "spend", "eCPC"]
+        cols = ["strategy", "budget", "bids", "wins", "clicks", "conv.", "spend", "spent", "eCPC"]
         for col in [*cols, "exp. clicks"] if truth else cols:
             out.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
         for r in table.iter_rows(named=True):
             cells = [
                 r["strategy"], f"{r['budget_fraction']:.4g}", f"{r['bids']:,}", f"{r['wins']:,}",
                 f"{r['clicks']:.0f}", f"{r['conversions']:.0f}", f"{r['spend']:,.1f}",
+                "-" if r["spend_share"] != r["spend_share"] else f"{r['spend_share']:.0%}",
                 "-" if r["ecpc"] != r["ecpc"] else f"{r['ecpc']:,.2f}",
             ]  # fmt: skip
             if truth:
@@ -188,7 +221,7 @@ def _probabilities(
     from training import simulate as sim
 
     assert isinstance(df, pl.DataFrame)
-    needs_cvr = goal in ("cpa", "roas")
+    needs_cvr = goal in ("cpa", "roas", "max_conversions")
     sources = []
     if pctr_column:
         pctr = sim.probability_column(df, pctr_column)
@@ -204,6 +237,25 @@ def _probabilities(
         pcvr = _model(df, "cvr", alias)
         sources.append(f"bidopt-cvr@{alias}")
     return sim.Probabilities(pctr, pcvr, "+".join(sources))
+
+
+def _episodes(df: object, column: str | None) -> object:
+    """Episode ids per row, from a column read back from the file (ingest keeps only canonical
+    columns); a missing column or a missing id is named."""
+    import numpy as np
+    import polars as pl
+
+    if column is None:
+        return None
+    assert isinstance(df, pl.DataFrame)
+    if column not in df.columns:
+        raise ValueError(f"--episode-column {column!r}: not in the logs")
+    ids = df[column].cast(pl.Float64, strict=False).to_numpy()
+    bad = ~np.isfinite(ids)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"--episode-column {column!r}: {int(bad.sum())} ids not numbers (row {i})")
+    return ids
 
 
 def _model(df: object, target: str, alias: str) -> object:

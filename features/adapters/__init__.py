@@ -17,7 +17,7 @@ from typing import Final
 
 import polars as pl
 
-from features.adapters import ipinyou, ipinyou_ctr
+from features.adapters import ipinyou, ipinyou_ctr, rlb_episodes
 from features.adapters.ipinyou import REASON
 from features.ipanon import anonymise_ip_series
 from features.schema import REQUIRED, SCHEMA, TRUTH_SCHEMA
@@ -72,12 +72,19 @@ ADAPTERS: Final[dict[str, Adapter]] = {
         to_canonical=ipinyou_ctr.to_canonical,
         scrub=ipinyou_ctr.scrub,
     ),
+    rlb_episodes.NAME: Adapter(
+        name=rlb_episodes.NAME,
+        required=rlb_episodes.REQUIRED,
+        detect=rlb_episodes.detect,
+        to_canonical=rlb_episodes.to_canonical,
+        scrub=rlb_episodes.scrub,
+    ),
 }
 
 
 def detect_source(columns: Sequence[str]) -> str:
     """The name of the first adapter that recognises these column names; canonical otherwise."""
-    for name in (ipinyou.NAME, ipinyou_ctr.NAME):
+    for name in (ipinyou.NAME, ipinyou_ctr.NAME, rlb_episodes.NAME):
         if ADAPTERS[name].detect(columns):
             return name
     return CANONICAL.name

@@ -7,6 +7,7 @@ import pytest
 
 from bidding.auction import settle
 from bidding.fitting import (
+    at_bound,
     empirical_win_curve,
     fit_lagrangian_lambda,
     fit_linear_base_bid,
@@ -89,3 +90,21 @@ def test_every_name_fits_and_unknown_names_are_refused():
         fit_ortb(values, s.log.market_price, 0.0)
     with pytest.raises(ValueError, match=r"^market_price:"):
         fit_lagrangian_lambda(values, np.array([]), 1.0)
+
+
+def test_max_clicks_lagrangian_fits_its_scale_and_a_starved_one_is_reported():
+    """The issue's trap: value = pCTR x 1 CPM sits far below the market. With a target goal the
+    Lagrangian cannot bid above the value (lambda at its bound 0, reported); with max_clicks the
+    value has no money scale, so lambda goes below 0 and the budget is spent."""
+    s = synthetic_auctions(50_000, seed=2)
+    m = s.log.market_price
+    budget = window_budget(s.log, 1 / 16)
+    starved = fit_lagrangian_lambda(goal_value("cpc", 1.0).values(s.log.pctr), m, budget)
+    assert starved == Lagrangian(0.0)
+    assert "bound 0" in at_bound(starved, m)
+    clicks = goal_value("max_clicks", None).values(s.log.pctr)
+    fitted = fit_lagrangian_lambda(clicks, m, budget, scale_free=True)
+    assert -1.0 < fitted.lam < 0.0 and at_bound(fitted, m, scale_free=True) == ""
+    assert _spend(fitted, clicks, m) == pytest.approx(budget, rel=1e-3)
+    assert at_bound(Linear(1e9, 1.0), m).startswith("its bid level is at the top")
+    assert at_bound(fit_linear_base_bid(clicks, m, s.log.click, budget), m) == ""

@@ -55,3 +55,18 @@ def test_bad_goal_names_the_field(args, field):
 def test_array_path_needs_pcvr_for_cpa():
     with pytest.raises(ValueError, match=r"^pcvr:"):
         goal_value("cpa", 10.0).values(np.array([0.1]))
+
+
+def test_max_goals_value_is_the_probability_and_take_no_target():
+    clicks = goal_value("max_clicks", None)
+    conv = goal_value("max_conversions", None)
+    assert clicks.value(0.003) == 0.003 and not clicks.has_target and not clicks.uses_pcvr
+    assert conv.value(0.01, 0.2) == pytest.approx(0.002) and conv.uses_pcvr
+    np.testing.assert_allclose(conv.values(np.array([0.01]), np.array([0.2])), [0.002])
+    assert math.isnan(clicks.value(math.nan))
+    with pytest.raises(ValueError, match=r"^target: goal 'max_clicks' maximises"):
+        goal_value("max_clicks", 2.0)
+    with pytest.raises(ValueError, match=r"^target: goal 'cpc' needs a target"):
+        goal_value("cpc", None)
+    with pytest.raises(ValueError, match=r"^goal: unknown goal 'max' \(known: .*max_clicks"):
+        goal_value("max", None)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from bidding.goals import goal_value
+from bidding.grid import replay_grid
 from bidding.pacing import DEFAULT_TRAFFIC, traffic_plan
 from bidding.replay import (
     make_log,
     parse_budget_fraction,
     replay,
-    replay_grid,
     replay_paced,
     window_budget,
 )

@@ -40,8 +40,10 @@ def test_linear_is_base_bid_times_relative_value():
 
 def test_registry_names_aliases_and_params():
     assert STRATEGY_NAMES == (
-        "constant", "random", "linear", "value", "ortb1", "ortb2", "lagrangian",
+        "constant", "random", "linear", "value", "ortb1", "ortb2", "lagrangian", "rlb",
     )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^rlb: solved from a market-price model"):
+        make_strategy("rlb")
     assert strategy_name("lin") == "linear"
     assert strategy_params("ortb2") == ("c", "lam")
     assert strategy_params("random") == ("low", "high", "seed")

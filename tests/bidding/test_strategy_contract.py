@@ -1,6 +1,8 @@
 """Every strategy, through the same checks, on both the serving (scalar) and replay (array) path.
 
 Adding a strategy to STRATEGIES without an instance here fails `test_every_strategy_is_checked`.
+rlb also bids on the state (auctions left, budget left): its own checks at the end run the same
+properties over that state, through `bid_one(..., auctions_left=...)` (what serving calls).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bidding.goals import goal_value
+from bidding.rlb import Rlb, fit_rlb, market_from_prices
 from bidding.strategies import (
     BELOW_FLOOR,
     BUDGET_SPENT,
@@ -30,6 +33,19 @@ from bidding.strategies import (
 )
 from bidding.winrate import WinRateModel
 
+GOAL = goal_value("cpc", 10.0)  # value = pCTR x 10,000 CPM
+
+
+def _rlb() -> Rlb:
+    """Solved on a log-normal market around 30 CPM for episodes of 60 auctions, budget 600."""
+    rng = np.random.default_rng(5)
+    market = market_from_prices(np.round(rng.lognormal(math.log(30.0), 0.6, 20_000)))
+    values = GOAL.values(rng.beta(1.0, 300.0, 20_000))
+    return fit_rlb(values, market, 60, 600.0)
+
+
+RLB = _rlb()
+
 INSTANCES = [
     Constant(12.0),
     RandomBid(0.0, 80.0, seed=3),
@@ -38,9 +54,9 @@ INSTANCES = [
     Ortb1(c=40.0, lam=0.05),
     Ortb2(c=40.0, lam=0.05),
     Lagrangian(lam=0.4),
+    RLB,
 ]
 IDS = [s.name for s in INSTANCES]
-GOAL = goal_value("cpc", 10.0)  # value = pCTR x 10,000 CPM
 
 
 def _curve():
@@ -148,3 +164,37 @@ def test_random_scalar_path_stays_in_range():
     s = RandomBid(5.0, 6.0, seed=1)
     draws = [bid_one(s, 1.0)[0] for _ in range(200)]
     assert min(draws) >= 5.0 and max(draws) <= 6.0 and len(set(draws)) > 100
+
+
+states = st.tuples(st.integers(1, 200), st.floats(0.0, 2_000.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(pctr=probs, state=states, floor=st.floats(0.0, 60.0), max_bid=st.floats(0.01, 300.0))
+def test_rlb_on_any_state_is_capped_by_budget_left_and_monotone(pctr, state, floor, max_bid):
+    t, left = state
+    values = np.sort(GOAL.values(np.asarray(pctr)))
+    kw = {"floor": floor, "max_bid": max_bid, "budget_left": left, "auctions_left": t}
+    bids = np.array([bid_one(RLB, float(v), **kw)[0] for v in values])
+    assert np.all(np.isfinite(bids)) and np.all(bids >= 0.0)
+    assert np.all(bids <= min(max_bid, left)) if left > 0 else np.all(bids == 0.0)
+    assert np.all((bids == 0.0) | (bids >= floor))
+    assert np.all(np.diff(bids) >= 0.0)  # monotone in value at a fixed state
+    for v, b in zip(values.tolist(), bids.tolist(), strict=True):  # one bid function
+        p = min(RLB.price_at(v, t, left), max_bid) if left > 0 else 0.0
+        assert b == (p if p >= floor and p > 0 else 0.0)
+
+
+@pytest.mark.parametrize("left", [0.0, -5.0])
+def test_rlb_no_bid_when_budget_is_spent_at_any_state(left):
+    for t in (1, 30, 60, 500):
+        assert bid_one(RLB, 80.0, budget_left=left, auctions_left=t) == (0.0, BUDGET_SPENT)
+        assert RLB.price_at(80.0, t, left) == 0.0
+    assert RLB.price_at(80.0, 0, 100.0) == 0.0  # the episode is over
+
+
+def test_rlb_without_state_bids_as_at_the_episode_start():
+    values = GOAL.values(np.linspace(0.0, 0.05, 30))
+    start = [RLB.price_at(float(v), 60, 600.0) for v in values]
+    assert [bid_one(RLB, float(v))[0] for v in values] == start
+    np.testing.assert_array_equal(bid_array(RLB, values), start)

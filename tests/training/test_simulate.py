@@ -337,6 +337,8 @@ def test_ipinyou_replay_prices_are_the_logged_payprice() -> None:
         strategies=["value"],
         fractions=["1/4", "1"],
         replay_fraction=0.3,
+        goal="cpc",  # the default is max_clicks now; this check prices a click at 1
+        target=1.0,
     )
     later = raw.sort("timestamp", maintain_order=True)
     later = later[round(later.height * 0.7) :]

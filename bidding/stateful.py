@@ -1,0 +1,54 @@
+"""State-aware bidding from the service's pacing state: what serving would call for rlb.
+
+The replay knows the state exactly (auctions left in the episode, budget left). A live bidder
+knows its `PacingState` (budget, spend so far, the period's start and length) and an estimate of
+the period's auctions; the auctions still to come are that estimate times the share of traffic
+the plan puts after `now` (bidding/pacing.py's plans: even, or shaped by hourly traffic). Both
+then call the same `strategies.bid_one(..., auctions_left=, budget_left=)`, capped by the budget
+left, so replay and serving give the same bid for the same state (tests/bidding/test_stateful.py
+replays an episode and asks this function at each auction's time and spend).
+
+A state-aware strategy paces itself: the pacing multiplier is not applied on top of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bidding.pacing import PacingPlan, PacingState, even_plan
+from bidding.strategies import BidStrategy, bid_one
+
+_EVEN = even_plan(1)
+
+
+def auctions_left(
+    state: PacingState, now: float, expected_auctions: float, plan: PacingPlan | None = None
+) -> int:
+    """Auctions expected from `now` (this one included) to the end of the period; 0 after it."""
+    if not (math.isfinite(expected_auctions) and expected_auctions > 0):
+        raise ValueError(f"expected_auctions: must be a number > 0, got {expected_auctions!r}")
+    elapsed = (now - state.start) / state.length
+    if elapsed >= 1.0:
+        return 0
+    share = 1.0 - (plan or _EVEN).fraction(elapsed)
+    return max(1, round(expected_auctions * share))
+
+
+def bid_with_state(
+    strategy: BidStrategy,
+    value: float,
+    state: PacingState,
+    now: float,
+    expected_auctions: float,
+    *,
+    plan: PacingPlan | None = None,
+    floor: float = 0.0,
+    max_bid: float = math.inf,
+) -> tuple[float, str]:
+    """(price, no-bid reason) for one impression, on the pacing state (see the module)."""
+    left = state.budget_left
+    t = auctions_left(state, now, expected_auctions, plan)
+    cap = max_bid if max_bid < left else left
+    if t == 0:
+        left = 0.0  # the period is over: its budget is gone
+    return bid_one(strategy, value, floor=floor, max_bid=cap, budget_left=left, auctions_left=t)
