@@ -14,12 +14,6 @@ from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 PACKAGES: Final = ("features", "training", "bidding", "serving")
-# training.cli <-> training.simulate_cli (simulate_cli's function-local import of cli's helpers)
-# is being removed on another branch; this edge is ignored until then, and
-# test_ignored_edges_still_exist fails once it is gone, so the exception cannot outlive it.
-EDGES_BEING_REMOVED_ON_ANOTHER_BRANCH: Final = frozenset(
-    {("training.simulate_cli", "training.cli")}
-)
 
 
 def module_name(path: Path) -> str:
@@ -94,15 +88,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def checked(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {
-        m: {d for d in deps if (m, d) not in EDGES_BEING_REMOVED_ON_ANOTHER_BRANCH}
-        for m, deps in graph.items()
-    }
-
-
 def test_no_import_cycle() -> None:
-    cycle = find_cycle(checked(import_graph()))
+    cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
@@ -120,11 +107,3 @@ def test_find_cycle_reports_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_ignored_edges_still_exist() -> None:
-    graph = import_graph()
-    gone = sorted((a, b) for a, b in EDGES_BEING_REMOVED_ON_ANOTHER_BRANCH if b not in graph[a])
-    assert not gone, (
-        f"no longer imported, delete from EDGES_BEING_REMOVED_ON_ANOTHER_BRANCH: {gone}"
-    )

@@ -20,7 +20,7 @@ from bidding.goals import goal_value
 from bidding.grid import replay_grid
 from bidding.replay import make_log
 from bidding.strategies import Linear, bid_one
-from bidding.synthetic import synthetic_auctions
+from tests.helpers.auctions import synthetic_auctions
 
 GOAL = goal_value("max_clicks", None)
 

@@ -15,7 +15,7 @@ from bidding.goals import goal_value
 from bidding.pacing import new_state, traffic_plan
 from bidding.replay import make_log
 from bidding.stateful import auctions_left, bid_with_state
-from bidding.synthetic import synthetic_auctions
+from tests.helpers.auctions import synthetic_auctions
 
 GOAL = goal_value("max_clicks", None)
 
