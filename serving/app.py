@@ -88,8 +88,7 @@ def create_app(settings: BidoptSettings) -> FastAPI:
                 "reach %s, and /admin is off; set a key before listening beyond loopback",
                 settings.host,
             )
-        if keeper.store.backend == "memory":
-            await asyncio.to_thread(rebuild_state, settings, keeper)
+        await asyncio.to_thread(rebuild_state, service)
         ledger.start()
         task = asyncio.create_task(holder.run(), name="bidopt-model-reload")
         await asyncio.to_thread(keeper.tick)
@@ -132,12 +131,17 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     return app
 
 
-def rebuild_state(settings: BidoptSettings, keeper: BudgetKeeper) -> None:
-    """In-process state (spend, event ids, user counters) from the ledger: a restart must not
-    forget what was spent. (With Redis, Redis keeps the shared view.)"""
+def rebuild_state(service: Service) -> None:
+    """In-process state (spend, event ids, user counters) and the performance window from the
+    ledger: a restart must not forget what was spent. (With Redis, Redis keeps the shared
+    view of spend; the performance window is this process's either way.)"""
+    settings, keeper = service.settings, service.keeper
     started = time.perf_counter()
     stats = ReadStats()
-    count = replay_ledger(read_ledger(settings.ledger_dir, stats), keeper.store)
+    records = read_ledger(settings.ledger_dir, stats)
+    count = replay_ledger(
+        records, keeper.store if keeper.store.backend == "memory" else None, service.performance
+    )
     if stats.records:
         log.info(
             "state rebuilt from the ledger at %s: %d events of %d records in %.2f s",

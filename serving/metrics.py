@@ -56,6 +56,17 @@ ENDPOINTS: Final = (
     "/openrtb2/bid",
 )
 OTHER: Final = "other"
+PERFORMANCE_GAUGES: Final = {
+    "spend": "Spend (account currency)",
+    "wins": "Won impressions",
+    "clicks": "Clicks",
+    "conversions": "Conversions",
+    "ecpc": "Spend per click",
+    "ecpa": "Spend per conversion",
+    "ctr_over_pctr": "Observed clicks over the predicted pCTR of the won impressions",
+    "cvr_over_pcvr": "Observed conversions over the predicted pCVR of the clicks",
+}
+SUMMED: Final = frozenset({"spend", "wins", "clicks", "conversions"})
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 
@@ -197,6 +208,22 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.ledger_available = Gauge(
+            "bidopt_ledger_available",
+            "1 when the ledger can be written (else bidding stops: ledger_unavailable)",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.campaign_perf = {
+            name: Gauge(
+                f"bidopt_campaign_{name}",
+                f"{doc}, per campaign, over the rolling window (this worker's ledger)",
+                ["campaign"],
+                multiprocess_mode="livesum" if name in SUMMED else "liveall",
+                registry=r,
+            )
+            for name, doc in PERFORMANCE_GAUGES.items()
+        }
         for outcome in ("success", "failure"):
             self.campaign_reloads.labels(outcome)
         self.state_degraded.set(0)
@@ -221,6 +248,11 @@ class Metrics:
             self._request_children[key] = inc
         inc()
         self._latency_children[endpoint](seconds)
+
+    def set_performance(self, campaign_id: str, perf: dict[str, float | int | None]) -> None:
+        for name, gauge in self.campaign_perf.items():
+            value = perf.get(name)
+            gauge.labels(campaign_id).set(math.nan if value is None else float(value))
 
     def count_bid(self, outcome: str) -> None:
         inc = self._bid_children.get(outcome)

@@ -30,6 +30,7 @@ from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
 from serving.state.ledger import Ledger
+from serving.state.performance import Performance
 from serving.state.profiles import fill_from_profile
 from serving.state.store import Store
 
@@ -48,6 +49,7 @@ class Service:
     win_secret: bytes = b""
     rng: random.Random = field(default_factory=random.Random)
     rtb_times: HandlingTimes = field(default_factory=HandlingTimes)
+    performance: Performance = field(default_factory=Performance)
 
     def winrate(self, predictor: Predictor) -> WinRateModel | None:
         """BIDOPT_WINRATE_FILE if set, else the CTR bundle's winrate.json, else none."""
@@ -56,6 +58,20 @@ class Service:
     def sync_state_metrics(self) -> None:
         self.metrics.state_degraded.set(1 if self.keeper.degraded else 0)
         self.metrics.campaigns_loaded.set(len(self.book.campaigns))
+        self.metrics.ledger_available.set(1 if self.ledger.available else 0)
+        now = time.time()
+        for cid, c in self.book.campaigns.items():
+            self.metrics.set_performance(cid, self.performance.status(cid, now, c.target, c.goal))
+
+    def campaigns_status(self) -> list[dict[str, Any]]:
+        """/v1/campaigns' list: budgets and pacing (keeper) with real performance (ledger)."""
+        now = time.time()
+        campaigns = self.book.campaigns
+        out = self.keeper.status(now)
+        for entry in out:
+            c = campaigns[entry["id"]]
+            entry["performance"] = self.performance.status(c.id, now, c.target, c.goal)
+        return out
 
     def log_decisions(
         self,
@@ -70,9 +86,11 @@ class Service:
         log = self.ledger.log_decision
         rate = self.settings.nobid_sample_rate
         draw = self.rng.random
+        note = self.performance.note_bid
         for req, r in zip(requests, results, strict=True):
             if r["bid"]:
                 log(now, source, req, r, versions)
+                note(r["impression_id"], r["pctr"], r["pcvr"])
             elif rate > 0.0 and (rate >= 1.0 or draw() < rate):
                 log(now, source, req, r, versions, rate)
 

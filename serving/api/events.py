@@ -76,6 +76,7 @@ async def record_events(service: Service, body: EventsRequest) -> dict[str, int]
             await asyncio.to_thread(release_events, events, claimed, keeper.store)
             raise LedgerDown(str(e)) from None
     outcome = await asyncio.to_thread(apply_records, records, keeper.store)
+    service.performance.on_events(records)
     outcome["accepted"] = len(records)
     outcome["duplicates"] = len(events) - len(records)
     if outcome["touched"]:

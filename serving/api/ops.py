@@ -39,7 +39,7 @@ async def campaigns_status(request: Request) -> Response:
             **service.book.status(),
             "backend": keeper.backend,
             "degraded": keeper.degraded,
-            "campaigns": keeper.status(),
+            "campaigns": service.campaigns_status(),
         }
     )
 

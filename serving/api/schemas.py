@@ -478,6 +478,27 @@ class EventsResult(BaseModel):
     duplicates: int = Field(description="Events whose id was already seen: ignored.")
 
 
+class CampaignPerformance(BaseModel):
+    """From the ledger, over the rolling window: what the campaign really bought."""
+
+    window_hours: float
+    spend: float
+    wins: int
+    clicks: int
+    conversions: int
+    conversion_value: float
+    ecpc: float | None = Field(description="Spend per click; null without clicks.")
+    ecpa: float | None = Field(description="Spend per conversion; null without conversions.")
+    target: float = Field(description="The campaign's target (CPC, CPA, ROAS or CPM).")
+    goal: str
+    ctr: float | None
+    ctr_over_pctr: float | None = Field(
+        description="Observed clicks / the predicted pCTR of the won impressions: 1 when pCTR "
+        "is calibrated on this traffic; drift shows as a ratio away from 1."
+    )
+    cvr_over_pcvr: float | None
+
+
 class CampaignStatus(BaseModel):
     id: str
     advertiser: str | None
@@ -492,6 +513,7 @@ class CampaignStatus(BaseModel):
     budget_left: float
     pacing_multiplier: float
     creatives: list[str]
+    performance: CampaignPerformance
 
 
 class CampaignsStatus(BaseModel):
@@ -521,6 +543,21 @@ class CampaignsStatus(BaseModel):
                             "budget_left": 58.8,
                             "pacing_multiplier": 0.93,
                             "creatives": ["cmp-004-cr0", "cmp-004-cr4"],
+                            "performance": {
+                                "window_hours": 24.0,
+                                "spend": 41.2,
+                                "wins": 20133,
+                                "clicks": 18,
+                                "conversions": 2,
+                                "conversion_value": 80.0,
+                                "ecpc": 2.29,
+                                "ecpa": 20.6,
+                                "target": 25.0,
+                                "goal": "cpa",
+                                "ctr": 0.00089,
+                                "ctr_over_pctr": 0.97,
+                                "cvr_over_pcvr": 1.1,
+                            },
                         }
                     ],
                 }

@@ -32,6 +32,7 @@ from bidding.campaigns import Campaign
 from serving.api.schemas import Event
 from serving.errors import UnknownCampaign, field_error
 from serving.state.budgets import day_key
+from serving.state.performance import Performance
 from serving.state.store import EVENT_TTL_S, TOTAL, Store
 
 MAX_SKEW_S: Final = 300.0  # clocks of exchanges and this service may disagree by minutes
@@ -157,18 +158,35 @@ def apply_records(records: Sequence[Mapping[str, Any]], store: Store) -> dict[st
     return {"touched": sorted(touched), "by_type": by_type}
 
 
-def replay_ledger(records: Iterable[Mapping[str, Any]], store: Store) -> int:
-    """Rebuild in-process state from the ledger's event records (start-up): every event id
-    claimed, every win's spend booked under the day it booked, user counters restored."""
+def replay_ledger(
+    records: Iterable[Mapping[str, Any]], store: Store | None, performance: Performance
+) -> int:
+    """Rebuild state from the ledger (start-up): with an in-process `store`, every event id
+    claimed, every win's spend booked under the day it booked, user counters restored; in any
+    case the performance window (decisions' predictions, events' outcomes). Returns the
+    number of events replayed."""
     batch: list[Mapping[str, Any]] = []
     count = 0
     for r in records:
-        if r.get("k") != "e" or not store.claim_event(r["id"]):
+        kind = r.get("k")
+        if kind == "d":
+            out = r["out"]
+            if out.get("bid"):
+                performance.note_bid(out["impression_id"], out.get("pctr"), out.get("pcvr"))
+            continue
+        if kind != "e" or (store is not None and not store.claim_event(r["id"])):
             continue
         batch.append(r)
         if len(batch) >= 10_000:
-            apply_records(batch, store)
-            count += len(batch)
+            count += _replay_batch(batch, store, performance)
             batch = []
-    apply_records(batch, store)
-    return count + len(batch)
+    return count + _replay_batch(batch, store, performance)
+
+
+def _replay_batch(
+    batch: list[Mapping[str, Any]], store: Store | None, performance: Performance
+) -> int:
+    if store is not None:
+        apply_records(batch, store)
+    performance.on_events(batch)
+    return len(batch)
