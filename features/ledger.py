@@ -45,7 +45,8 @@ EVENT: Final = "e"
 
 
 def frame(record: dict[str, Any]) -> bytes:
-    payload = orjson.dumps(record)
+    """One record, framed. Times may be datetimes (orjson writes ISO-8601, naive ones as UTC)."""
+    payload = orjson.dumps(record, option=orjson.OPT_NAIVE_UTC)
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 

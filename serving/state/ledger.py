@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,13 +37,6 @@ SEGMENT_BYTES: Final = 64 << 20
 
 class LedgerUnavailable(RuntimeError):
     """The ledger cannot be written now; the message says why."""
-
-
-def _jsonable(request: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in request.items():
-        out[k] = v.isoformat() if isinstance(v, datetime) else v
-    return out
 
 
 class Ledger:
@@ -209,8 +201,8 @@ class Ledger:
                 "k": DECISION,
                 "t": int(t * 1_000_000),
                 "src": source,
-                "req": _jsonable(request),
-                "out": dict(result),
+                "req": request,
+                "out": result,
                 "models": versions,
                 "w": weight,
             }
