@@ -60,7 +60,9 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     holder = ModelHolder(settings, Registry(settings.tracking_uri), metrics)
     book = CampaignBook(settings.campaigns_file)
     winrate = read_winrate(settings.winrate_file) if settings.winrate_file else None
-    keeper = BudgetKeeper(make_store(settings.redis_url), book, settings.pacing_interval_s)
+    keeper = BudgetKeeper(
+        make_store(settings.redis_url), book, settings.pacing_interval_s, settings.workers
+    )
     secret = settings.win_secret.get_secret_value() if settings.win_secret else None
     ledger = Ledger(settings.ledger_dir, flush_ms=settings.ledger_flush_ms)
     service = Service(

@@ -27,7 +27,7 @@ from bidding.campaigns import Campaign
 from bidding.pacing import PacingState, PidGains, even_plan, local_day, new_state, step
 from bidding.selection import CampaignState
 from serving.state.campaigns import CampaignBook
-from serving.state.store import TOTAL, Store
+from serving.state.store import TOTAL, ResilientStore, Store
 
 log = logging.getLogger("bidopt.pacing")
 
@@ -44,8 +44,11 @@ def day_key(campaign: Campaign, epoch_s: float) -> str:
 
 
 class BudgetKeeper:
-    def __init__(self, store: Store, book: CampaignBook, pacing_interval_s: float) -> None:
+    def __init__(
+        self, store: Store, book: CampaignBook, pacing_interval_s: float, workers: int = 1
+    ) -> None:
         self.store = store
+        self.workers = workers
         self.book = book
         self.pacing_interval_s = pacing_interval_s
         self.states: dict[str, CampaignState] = {}
@@ -85,11 +88,25 @@ class BudgetKeeper:
             left = c.daily_budget - today
             if c.total_budget is not None:
                 left = min(left, c.total_budget - total)
+            if self.store.degraded and isinstance(self.store, ResilientStore):
+                left = min(left, self._share_left(c, now))
             self.spent[cid] = (today, total)
             self.states[cid] = CampaignState(self._multiplier(c, now), left)
         for gone in set(self.states) - set(campaigns):
             self.states.pop(gone, None)
             self.spent.pop(gone, None)
+
+    def _share_left(self, c: Campaign, now: float) -> float:
+        """While Redis is down: this worker's slice of what was left when it last saw the shared
+        spend, less what it has spent since (every worker gets the same slice)."""
+        store = self.store
+        assert isinstance(store, ResilientStore)
+        seen, since = store.spend_split(c.id, day_key(c, now))
+        left = (c.daily_budget - seen) / self.workers - since
+        if c.total_budget is not None:
+            seen_t, since_t = store.spend_split(c.id, TOTAL)
+            left = min(left, (c.total_budget - seen_t) / self.workers - since_t)
+        return left
 
     def pace(self, now: float | None = None) -> None:
         """One controller step per campaign; the new state goes to the store."""

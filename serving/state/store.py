@@ -253,11 +253,19 @@ class RedisStore:
 
 
 class ResilientStore:
-    """Redis first; on a connection failure keep bidding on local state and report it.
+    """Redis first; on a connection failure keep bidding on local state, say so, and put Redis
+    right when it returns.
 
-    Losing Redis must not stop the auction: the local store takes over (budgets are then per
-    worker, which `degraded` and the `bidopt_state_degraded` metric make visible), and Redis is
-    tried again after `retry_s`.
+    Losing Redis must not stop the auction, nor let it overspend:
+    - While degraded, a campaign's spend is the last shared value this worker read from Redis
+      plus what it booked itself since (never 0: a campaign already over budget stays over), and
+      `BudgetKeeper` lets each of `workers` workers spend at most its share of what was left (a
+      pre-authorised slice per bidder, as RTBkit's banker does).
+    - Events booked while degraded are kept, each with its claim, spend and profile updates, and
+      replayed into Redis when it answers again, before anything else is read from it: the event
+      id is claimed there first (SET NX), so an event counted during the outage is counted once
+      across it, never twice.
+    Redis is tried again after `retry_s`.
     """
 
     def __init__(self, primary: RedisStore, local: InMemoryStore, retry_s: float = 5.0) -> None:
@@ -265,28 +273,98 @@ class ResilientStore:
         self.degraded = False
         self.last_error: str | None = None
         self._down_until = 0.0
+        self._lock = threading.RLock()
+        self._seen: dict[tuple[str, str], float] = {}  # last shared spend read, per (id, day)
+        self._since: dict[tuple[str, str], float] = {}  # booked locally while degraded
+        # [event id, claimed in Redis yet, [(method, args), ...]] booked while degraded, in
+        # order: replayed on return, op by op, so a replay cut short resumes where it stopped
+        self._unsynced: list[list[Any]] = []
+        self.resynced_events = 0
+        self.resync_duplicates = 0
 
     @property
     def backend(self) -> str:
         return "memory (redis unreachable)" if self.degraded else "redis"
 
+    @property
+    def unsynced(self) -> int:
+        return len(self._unsynced)
+
     def _call(self, name: str, *args: Any) -> Any:
         import redis
 
-        if time.monotonic() >= self._down_until:
-            try:
-                result = getattr(self.primary, name)(*args)
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                self._down_until = time.monotonic() + self.retry_s
-                if not self.degraded:
-                    log.error("redis unreachable (%s): bidding on local state", e)
-                self.degraded, self.last_error = True, str(e)
-            else:
-                if self.degraded:
-                    log.warning("redis reachable again: shared state restored")
-                self.degraded, self.last_error = False, None
-                return result
-        return getattr(self.local, name)(*args)
+        with self._lock:
+            if time.monotonic() >= self._down_until:
+                try:
+                    if self._unsynced:
+                        self._resync()
+                    result = getattr(self.primary, name)(*args)
+                except (redis.ConnectionError, redis.TimeoutError) as e:
+                    self._down_until = time.monotonic() + self.retry_s
+                    if not self.degraded:
+                        log.error("redis unreachable (%s): bidding on local state", e)
+                    self.degraded, self.last_error = True, str(e)
+                else:
+                    if self.degraded:
+                        log.warning("redis reachable again: shared state restored")
+                    self.degraded, self.last_error = False, None
+                    return result
+            return self._local(name, args)
+
+    def _local(self, name: str, args: tuple[Any, ...]) -> Any:
+        result = getattr(self.local, name)(*args)
+        if name == "claim_event" and result:
+            self._unsynced.append([args[0], False, []])
+        elif name == "release_event":
+            self._unsynced = [u for u in self._unsynced if u[0] != args[0]]
+        elif name in ("add_spend", "record_impression", "record_click") and self._unsynced:
+            self._unsynced[-1][2].append((name, args))
+        if name == "add_spend":
+            key = (args[0], args[1])
+            self._since[key] = self._since.get(key, 0.0) + args[2]
+            return self._seen.get(key, 0.0) + self._since[key]
+        if name == "spend":
+            key = (args[0], args[1])
+            return self._seen.get(key, 0.0) + self._since.get(key, 0.0)
+        return result
+
+    def _resync(self) -> None:
+        """Replay what was booked while degraded; raises (and keeps the rest) if Redis drops
+        again halfway."""
+        while self._unsynced:
+            group = self._unsynced[0]
+            event_id, claimed, ops = group
+            if not claimed:
+                if not self.primary.claim_event(event_id):
+                    self.resync_duplicates += 1  # already counted in Redis: once, not twice
+                    self._forget(ops)
+                    self._unsynced.pop(0)
+                    continue
+                group[1] = True
+            while ops:
+                name, args = ops[0]
+                getattr(self.primary, name)(*args)
+                self._forget(ops[:1])
+                ops.pop(0)
+            self.resynced_events += 1
+            self._unsynced.pop(0)
+        self._since.clear()
+        log.warning("redis: %d events booked during the outage replayed", self.resynced_events)
+
+    def _forget(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Spend now in Redis (or never to be: a duplicate) leaves the degraded view."""
+        for name, args in ops:
+            if name == "add_spend":
+                key = (args[0], args[1])
+                self._since[key] = self._since.get(key, 0.0) - args[2]
+
+    def spend_split(self, campaign_id: str, day: str) -> tuple[float, float]:
+        """(last shared spend seen, booked here since) while degraded; (spend, 0) otherwise."""
+        total = self.spend(campaign_id, day)
+        if not self.degraded:
+            return total, 0.0
+        key = (campaign_id, day)
+        return self._seen.get(key, 0.0), self._since.get(key, 0.0)
 
     def claim_event(self, event_id: str) -> bool:
         return bool(self._call("claim_event", event_id))
@@ -298,7 +376,10 @@ class ResilientStore:
         return float(self._call("add_spend", campaign_id, day, amount))
 
     def spend(self, campaign_id: str, day: str) -> float:
-        return float(self._call("spend", campaign_id, day))
+        value = float(self._call("spend", campaign_id, day))
+        if not self.degraded:
+            self._seen[(campaign_id, day)] = value
+        return value
 
     def get_pacing(self, campaign_id: str) -> dict[str, Any] | None:
         return self._call("get_pacing", campaign_id)  # type: ignore[no-any-return]
