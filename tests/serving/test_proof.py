@@ -2,16 +2,21 @@
 
 Every artifact here is really broken and really registered in a SQLite MLflow store (a copy of
 the session's quickstart store), then promoted to `champion` and reloaded through
-`POST /admin/reload`, while a load loop posts /v1/predict and /v1/bid without pause.
+`POST /admin/reload` on one live server, while a load loop posts /v1/predict and /v1/bid
+throughout. `proof.prove` is also tested on bundle directories directly, and a service is
+started with a broken champion.
 
-`model.txt` is cut at ten points placed by the file's own structure (header lines, the first
-tree, a third and two thirds of the way through the trees, the last tree, the `parameters:`
-trailer). On LightGBM 4.7 a cut in the header raises `LightGBMError` (refused with "not a
-LightGBM model"); every cut from `tree_sizes=` on, through the trees and into `parameters:`,
-kills the parsing process in native code (SIGABRT from std::terminate for most, SIGSEGV for
-some: the parser reads past the end of the string), which is what the proof process is for.
-Two cuts that lose nothing LightGBM needs (just before `end of trees`, inside
-`pandas_categorical`) load a complete model: they are not broken and are not used here.
+`model.txt` is cut at points placed by the file's own structure, not by byte counts (so a
+retrained model is cut at the same kinds of place): mid `feature_names=`, mid `tree_sizes=`,
+right after the first tree, mid the first and the last tree's `leaf_value=`, mid a `threshold=`
+line a third and two thirds of the way through the trees (the latter in pCTR and in pCVR), and
+inside the `parameters:` trailer. On LightGBM 4.7 a cut in the header raises `LightGBMError`
+(refused with "not a LightGBM model"); every other cut, from `tree_sizes=` through the trees
+into `parameters:`, kills the parsing process in native code (SIGABRT from std::terminate
+after `Model format error`, or SIGSEGV: the parser reads past the end of the string, and what
+it prints from there is not UTF-8). Cuts that lose nothing LightGBM needs (just before
+`end of trees`, or inside `feature_importances:` or `pandas_categorical`) load a complete
+model: those are not broken and not used here.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ BID_BODY = {
 }
 NATIVE_DEATH = "the proof process was killed by SIG"
 NOT_LIGHTGBM = "not a LightGBM model"
+PAUSE_S = 0.01  # between the load loop's requests: leave the 2-core CI host to the proofs
 RELOAD_TIMEOUT_S = 240.0  # a proof is a Python start plus LightGBM: slow on a busy CI host
 
 
@@ -115,16 +121,16 @@ def _tree_line(text: str, fraction: float) -> int:
 # counts, so a retrained quickstart model is cut at the same kind of place.
 CUTS: dict[str, tuple[Callable[[str], int], str]] = {
     "feature_names": (lambda t: _mid_line(t, "feature_names="), NOT_LIGHTGBM),
-    "feature_infos": (lambda t: _mid_line(t, "feature_infos="), NOT_LIGHTGBM),
     "tree_sizes": (lambda t: _mid_line(t, "tree_sizes="), NATIVE_DEATH),
-    "first_tree_leaf_values": (lambda t: _mid_line(t, "leaf_value="), NATIVE_DEATH),
     "after_first_tree": (lambda t: t.index("\nTree=1\n") + 1, NATIVE_DEATH),
+    "first_tree_leaf_values": (lambda t: _mid_line(t, "leaf_value="), NATIVE_DEATH),
     "a_third_of_the_trees": (lambda t: _tree_line(t, 1 / 3), NATIVE_DEATH),
     "two_thirds_of_the_trees": (lambda t: _tree_line(t, 2 / 3), NATIVE_DEATH),
     "last_tree_leaf_values": (lambda t: _mid_line(t, "leaf_value=", -1), NATIVE_DEATH),
     "parameters": (lambda t: t.index("\nparameters:") + 40, NATIVE_DEATH),
 }
 CVR_CUT = "two_thirds_of_the_trees"  # the same kind of cut, in the pCVR model only
+START_CUT = "after_first_tree"  # the broken champion a service is started with
 
 
 def truncate(name: str) -> Callable[[Path], None]:
@@ -178,7 +184,11 @@ class Case:
 
 
 CASES = [
-    *(Case(f"ctr-cut-{name}", "ctr", truncate(name), says) for name, (_, says) in CUTS.items()),
+    *(
+        Case(f"ctr-cut-{name}", "ctr", truncate(name), says)
+        for name, (_, says) in CUTS.items()
+        if name != START_CUT
+    ),
     Case(f"cvr-cut-{CVR_CUT}", "cvr", truncate(CVR_CUT), CUTS[CVR_CUT][1]),
     Case("ctr-garbage-bytes", "ctr", garbage_bytes, "utf-8"),
     Case("ctr-nan-leaves", "ctr", nan_leaves, "smoke check failed on input_example[0]"),
@@ -208,7 +218,7 @@ def broken_version(case: Case, uri: str, good: dict[str, Path], work: Path) -> s
 
 @dataclass
 class LoadLoop:
-    """Posts /v1/predict and /v1/bid in turn, without pause, recording every answer."""
+    """Posts /v1/predict and /v1/bid in turn (about 50 a second), recording every answer."""
 
     base_url: str
     seen: list[tuple[str, int, tuple[str, str] | None]] = field(default_factory=list)
@@ -226,6 +236,7 @@ class LoadLoop:
                     models = r.json().get("models") if r.status_code == 200 else None
                     pair = (models["ctr"]["version"], models["cvr"]["version"]) if models else None
                     self.seen.append((path, r.status_code, pair))
+                    time.sleep(PAUSE_S)
 
 
 @pytest.fixture(scope="module")
@@ -340,8 +351,8 @@ def test_broken_version_is_refused_while_the_old_pair_serves(
 
 def test_load_loop_never_failed(served: Server, loop: LoadLoop) -> None:
     """All of the module's load, counted: each request answered 200 (runs after the cases)."""
+    wait_for(lambda: len(loop.seen) >= 20, 60, "20 answers")
     statuses = [status for _, status, _ in loop.seen]
-    assert len(statuses) >= 2 * len(CASES)
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     print(f"load loop: {len(statuses)} requests during {len(CASES)} refused swaps, all 200")
     assert served.proc.poll() is None
@@ -390,30 +401,28 @@ def test_prove_times_out_naming_the_first_unproven_model(
     assert proof.digest(ctr) not in proof._proven
 
 
-@pytest.mark.parametrize("broken", ["ctr", "cvr"])
-def test_prove_names_the_model_whose_load_killed_the_child(
-    broken: str, good: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("broken", "cut"), [("ctr", "feature_names"), ("cvr", "a_third_of_the_trees")]
+)
+def test_prove_names_the_model_that_failed(
+    broken: str, cut: str, good: dict[str, Path], tmp_path: Path
 ) -> None:
+    """A refusal the child explains (LightGBM raised), and a child killed in native code: both
+    are a ProofFailed naming the model the child was on."""
     dirs = {key: fresh_copy(good, key, tmp_path / key) for key in MODELS}
-    truncate("a_third_of_the_trees")(dirs[broken])
+    truncate(cut)(dirs[broken])
     with pytest.raises(proof.ProofFailed) as e:
         proof.prove([(key, dirs[key]) for key in MODELS], timeout_s=RELOAD_TIMEOUT_S)
     assert e.value.label == broken
-    assert str(e.value).startswith(NATIVE_DEATH), str(e.value)
+    if CUTS[cut][1] == NOT_LIGHTGBM:
+        want = f"{dirs[broken] / MODEL_FILE}: {NOT_LIGHTGBM} (Wrong size of feature_names)"
+        assert want in str(e.value), str(e.value)
+    else:
+        assert str(e.value).startswith(NATIVE_DEATH), str(e.value)
     assert proof.digest(dirs[broken]) not in proof._proven
     # ctr is proven first: when cvr is the broken one, ctr's success is remembered
     assert (proof.digest(dirs["ctr"]) in proof._proven) is (broken == "cvr")
-
-
-def test_prove_refuses_with_the_reason_the_child_gave(
-    good: dict[str, Path], tmp_path: Path
-) -> None:
-    cvr = fresh_copy(good, "cvr", tmp_path / "cvr")
-    truncate("feature_names")(cvr)
-    with pytest.raises(proof.ProofFailed) as e:
-        proof.prove([("cvr", cvr)], timeout_s=RELOAD_TIMEOUT_S)
-    assert e.value.label == "cvr"
-    assert f"{cvr / MODEL_FILE}: {NOT_LIGHTGBM} (Wrong size of feature_names)" in str(e.value)
+    assert proof.digest(dirs["cvr"]) not in proof._proven
 
 
 # -- a broken champion at start -------------------------------------------------------------------
@@ -424,7 +433,7 @@ def test_start_with_a_broken_champion_stays_up_and_recovers(
 ) -> None:
     uri = copy_store(serving_store, tmp_path)
     good_ctr = champion(uri, MODELS["ctr"])
-    case = Case("start", "ctr", truncate("after_first_tree"), NATIVE_DEATH)
+    case = Case("start", "ctr", truncate(START_CUT), NATIVE_DEATH)
     bad = broken_version(case, uri, good, tmp_path)
     promote(uri, MODELS["ctr"], bad)
     env = {"BIDOPT_RELOAD_INTERVAL_S": "2"}  # retries back off 0.5, 1, 2, 2, ... s
@@ -439,7 +448,7 @@ def test_start_with_a_broken_champion_stays_up_and_recovers(
         r = c.post("/v1/predict", json={"impressions": [IMP]})
         assert r.status_code == 503 and r.json()["detail"].startswith("models not loaded"), r.text
         # it keeps retrying, with back-off, in the same process
-        wait_for(lambda: c.get("/v1/models").json()["reloads_failed"] >= 3, 120, "3 refusals")
+        wait_for(lambda: c.get("/v1/models").json()["reloads_failed"] >= 2, 120, "a retry")
         status = c.get("/v1/models").json()
         assert status["ready"] is False and status["models"] == {}
         assert {(x["name"], x["version"]) for x in status["refused"]} == {("bidopt-ctr", bad)}
