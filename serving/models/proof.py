@@ -52,6 +52,13 @@ def digest(bundle_dir: Path) -> str:
     return h.hexdigest()
 
 
+def _text(data: bytes | str | None) -> str:
+    """A dying LightGBM may print any bytes (it reads past a cut file): never fail on them."""
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
+
+
 def _death(code: int) -> str:
     if code < 0:
         try:
@@ -76,11 +83,10 @@ def prove(bundles: Sequence[tuple[str, Path]], timeout_s: float) -> None:
     for label, path in todo:
         cmd += [str(path), label]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-        out, code, err = done.stdout, done.returncode, done.stderr
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+        out, code, err = _text(done.stdout), done.returncode, _text(done.stderr)
     except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        code, err = None, ""
+        out, code, err = _text(e.stdout), None, ""
     lines = out.splitlines()
     proven = {ln.removeprefix("ok ") for ln in lines if ln.startswith("ok ")}
     with _lock:
