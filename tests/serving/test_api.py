@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from serving.api.schemas import PredictRequest
 from serving.lane import JsonBodyRoute, direct_handlers
-from tests.serving.conftest import API_KEY, Server
+from tests.helpers.serving import API_KEY, Server
 
 pytestmark = pytest.mark.integration
 

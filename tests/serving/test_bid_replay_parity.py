@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.serving.conftest import Server, run_server
+from tests.helpers.serving import Server, run_server
 
 pytestmark = pytest.mark.integration
 

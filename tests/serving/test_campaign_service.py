@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.serving import API_KEY, ROOT, Server, free_port, run_server
 from tests.serving.campaign_files import CAMPAIGNS, INVALID, ONLY_ONE
-from tests.serving.conftest import API_KEY, ROOT, Server, free_port, run_server
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from features.ledger import ReadStats, frame, read_ledger, read_segment
+from tests.helpers.serving import Server, run_server
 from tests.serving.campaign_files import CAMPAIGNS
-from tests.serving.conftest import Server, run_server
 
 BID_IMP = {
     "event_time": "2025-06-01T14:05:00Z",

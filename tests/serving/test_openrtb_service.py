@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.helpers.serving import Server, run_server
 from tests.redis_server import redis_server
 from tests.serving.campaign_files import CAMPAIGNS
-from tests.serving.conftest import Server, run_server
 
 pytestmark = pytest.mark.integration
 

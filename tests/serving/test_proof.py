@@ -37,7 +37,7 @@ import pytest
 
 from features.bundle import CALIBRATOR_FILE, META_FILE, MODEL_FILE, SPEC_FILE
 from serving.models import proof
-from tests.serving.conftest import API_KEY, Server, run_server
+from tests.helpers.serving import API_KEY, Server, run_server
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.settings import BidoptSettings
+from tests.helpers.serving import API_KEY, Server, run_server
 from tests.redis_server import redis_server
-from tests.serving.conftest import API_KEY, Server, run_server
 
 pytestmark = pytest.mark.integration
 

@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.helpers.serving import API_KEY, run_server
 from tests.serving.campaign_files import CAMPAIGNS
-from tests.serving.conftest import API_KEY, run_server
 
 pytestmark = pytest.mark.integration
 
