@@ -94,6 +94,11 @@ def ctr_rows(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(SHOWN).with_columns(CLICK_LABEL)
 
 
+def data_cutoff(df: pl.DataFrame) -> datetime:
+    """The log's cut-off: its newest event_time, the moment the log knows everything before."""
+    return df.get_column("event_time").max()  # type: ignore[return-value]
+
+
 def cvr_rows(
     df: pl.DataFrame, attribution_days: float = 7.0, cutoff: datetime | None = None
 ) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -109,7 +114,7 @@ def cvr_rows(
     """
     window = timedelta(days=attribution_days)
     if cutoff is None:
-        cutoff = df.get_column("event_time").max()  # type: ignore[assignment]
+        cutoff = data_cutoff(df)
     clicks = df.filter(pl.col("click").fill_null(0) == 1).with_columns(
         pl.coalesce("click_time", "event_time").alias("_click_at")
     )
