@@ -104,13 +104,15 @@ def cvr_rows(
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Clicked impressions labelled by a conversion inside the attribution window.
 
-    pCVR is post-click: P(conversion within the window | click). Delayed feedback is handled
-    by exclusion: a click whose attribution window has not closed by the data cut-off (the newest
-    event_time in the log, unless given) is left out, not counted as a negative, because its
-    conversion may still arrive; counting it would bias pCVR low, most of all for the newest
-    clicks. A conversion later than the window after its click is a negative. A missing
-    click_time falls back to the impression time; a conversion without a conversion_time is
-    trusted to be inside the window (the source did not record when).
+    pCVR is post-click: P(conversion within the window | click). Here delayed feedback is
+    handled by exclusion (`cvr.delay = drop`, and every mode's validation and test windows): a
+    click whose attribution window has not closed by the data cut-off (the newest event_time in
+    the log, unless given) is left out, not counted as a negative, because its conversion may
+    still arrive; counting it would bias pCVR low, most of all for the newest clicks.
+    `training.delay` adds those clicks back for `naive` and `em`. A conversion later than the
+    window after its click is a negative. A missing click_time falls back to the impression
+    time; a conversion without a conversion_time is trusted to be inside the window (the source
+    did not record when).
     """
     window = timedelta(days=attribution_days)
     if cutoff is None:
