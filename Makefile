@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-ROWS   ?= 500000
+ROWS   ?= 1000000
 
 .PHONY: install run test bench clean
 

@@ -1,4 +1,4 @@
-"""Model quality: our pCTR pipeline against two baselines on the same time split.
+"""Model quality: our pCTR and pCVR pipelines against two baselines on the same time split.
 
 Baselines, fitted on the same training window and scored on the same test window:
   * hashed-lr   logistic regression on hashed one-hot features (the classic ad-click model),
@@ -8,10 +8,12 @@ Baselines, fitted on the same training window and scored on the same test window
 
 Part 1: synthetic logs (default 1,000,000 rows): logloss, auc, oracle_gap, ece_rel and
 calibration_ratio; ours must have the lowest logloss, ece_rel <= 0.1 and calibration_ratio in
-[0.97, 1.03]. Part 2: the iPinYou 2997 CTR sample (file order = time order; the last 30% is
-the test window), with small-data regularisation for our model.
+[0.97, 1.03]. Part 1b: pCVR on the quickstart's logs (1,000,000 rows over 28 days) with the
+same baselines plus ours-drop (our model without the still-open clicks); ours must have the
+lowest logloss and calibration_ratio in [0.9, 1.1]. Part 2: the iPinYou 2997 CTR sample (file
+order = time order; the last 30% is the test window), with small-data regularisation for ours.
 
-    .venv/bin/python bench/quality.py [--rows 1000000] [--seed 0] [--skip-ipinyou]
+    .venv/bin/python bench/quality.py [--rows 1000000] [--seed 0] [--skip-ipinyou] [--skip-cvr]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.config import load_config
 from training.evaluate import evaluate
-from training.pipeline import fit_bundle, labels
+from training.pipeline import delayed_for, fit_bundle, labels, window_share
 from training.splits import LABEL, Split, ctr_rows, make_split, time_split
 
 CATEGORICAL = (
@@ -114,22 +116,40 @@ def lgbm_raw(split: Split) -> np.ndarray:
     return model.predict_proba(_raw_pandas(split.test, dtypes))[:, 1]
 
 
-def ours(split: Split, overrides: list[str]) -> np.ndarray:
-    cfg = load_config("ctr", overrides=overrides)
-    bundle, fit, choice, _ = fit_bundle(split, cfg)
-    print(f"  ours: {fit.best_iteration} trees, calibration {choice.method}", flush=True)
+def ours(
+    split: Split, overrides: list[str], target: str = "ctr", df: pl.DataFrame | None = None
+) -> np.ndarray:
+    """The pipeline's own model; for pCVR with the log `df`, under its cvr.delay setting."""
+    cfg = load_config(target, overrides=overrides)  # type: ignore[arg-type]
+    delayed = delayed_for(df, split, cfg) if df is not None else None
+    bundle, fit, choice, _ = fit_bundle(split, cfg, None, delayed)
+    rows = delayed.frame.height if delayed is not None else split.train.height
+    how = f", cvr.delay={cfg.delay}" if target == "cvr" else ""
+    print(
+        f"  ours{how}: {rows:,} training rows, {fit.best_iteration} trees, "
+        f"calibration {choice.method}",
+        flush=True,
+    )
     return bundle.predict_frame(split.test)
 
 
-def compare(split: Split, overrides: list[str], truth: str | None) -> dict[str, dict]:
+def compare(
+    split: Split,
+    overrides: list[str],
+    truth: str | None,
+    target: str = "ctr",
+    df: pl.DataFrame | None = None,
+    scale: float = 1.0,
+) -> dict[str, dict]:
     y = labels(split.test)
-    t = split.test.get_column(truth).to_numpy() if truth else None
+    t = split.test.get_column(truth).to_numpy() * scale if truth else None
+    models = [("ours", lambda: ours(split, overrides, target, df))]
+    if target == "cvr":  # the same model on the matured window alone: what the delay part adds
+        drop = [*overrides, "cvr.delay=drop"]
+        models.append(("ours-drop", lambda: ours(split, drop, target, df)))
+    models += [("hashed-lr", lambda: hashed_lr(split)), ("lgbm-raw", lambda: lgbm_raw(split))]
     results = {}
-    for name, fn in (
-        ("ours", lambda: ours(split, overrides)),
-        ("hashed-lr", lambda: hashed_lr(split)),
-        ("lgbm-raw", lambda: lgbm_raw(split)),
-    ):
+    for name, fn in models:
         start = time.perf_counter()
         p = fn()
         results[name] = evaluate(y, p, truth=t).metrics
@@ -171,6 +191,42 @@ def synthetic(rows: int, seed: int) -> bool:
     return all(checks.values())
 
 
+def cvr_synthetic(rows: int, seed: int, days: int) -> bool:
+    """pCVR on the quickstart's logs: test window = the newest matured clicks; the baselines
+    train on the matured training window (the rows with final labels), ours also on the clicks
+    still open at the cut-off (cvr.delay), and ours-drop shows it without them."""
+    from features.synth import generate
+
+    df = generate(rows, seed=seed, days=days)
+    split, info = make_split(df, "cvr", **_cvr_windows())
+    print(f"\npCVR: {rows:,} rows over {days} days; split: {info}", flush=True)
+    share = window_share(7.0)
+    results = compare(split, [], "true_cvr", "cvr", df, share)
+    truth = split.test.get_column("true_cvr").to_numpy() * share
+    results["oracle"] = evaluate(labels(split.test), truth, truth=truth).metrics
+    results["oracle"]["seconds"] = 0.0
+    show(
+        f"synthetic, {rows:,} rows over {days} days (pCVR, test window {split.test.height:,} "
+        f"clicks, {int(split.test[LABEL].sum())} conversions)",
+        results,
+    )
+    best = min((k for k in results if k != "oracle"), key=lambda k: results[k]["logloss"])
+    o = results["ours"]
+    checks = {
+        "ours has the lowest logloss": best == "ours",
+        "ours calibration_ratio in [0.9, 1.1]": 0.9 <= o["calibration_ratio"] <= 1.1,
+    }
+    for what, ok in checks.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {what}")
+    return all(checks.values())
+
+
+def _cvr_windows() -> dict[str, float]:
+    cfg = load_config("cvr")
+    return {"train_frac": cfg.train_frac, "valid_frac": cfg.valid_frac,
+            "attribution_days": cfg.attribution_days}  # fmt: skip
+
+
 def ipinyou() -> None:
     from features.ingest import load_logs
 
@@ -203,10 +259,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-ipinyou", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--skip-cvr", action="store_true")
+    parser.add_argument("--cvr-rows", type=int, default=1_000_000)
+    parser.add_argument("--cvr-days", type=int, default=28)
     args = parser.parse_args()
     ok = True
     if not args.skip_synthetic:
         ok = synthetic(args.rows, args.seed)
+    if not args.skip_cvr:
+        ok = cvr_synthetic(args.cvr_rows, args.seed, args.cvr_days) and ok
     if not args.skip_ipinyou:
         ipinyou()
     sys.exit(0 if ok else 1)

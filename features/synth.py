@@ -261,10 +261,11 @@ def _outcomes(
     click_delay = np.clip(rng.lognormal(np.log(20.0), 1.0, n), 1.0, 1800.0)
     click_t = r["t_us"] + (click_delay * 1e6).astype(np.int64)
     converts = click & (rng.random(n) < cvr)
-    conv_t = click_t + (conversion_delay_seconds(rng, n) * 1e6).astype(np.int64)
+    adv = w.cmp_adv[w.cr_cmp[r["creative"]]]
+    delay = conversion_delay_seconds(rng, n, w.adv_delay_speed[adv])
+    conv_t = click_t + (delay * 1e6).astype(np.int64)
     cutoff = _epoch_us(begin) + days * 24 * US_PER_HOUR  # later conversions are not logged
     conversion = converts & (conv_t < cutoff)
-    adv = w.cmp_adv[w.cr_cmp[r["creative"]]]
     value = np.round(w.adv_value[adv] * rng.lognormal(0, 0.6, n), 2)
     return {
         "click": click.astype(np.int8),

@@ -106,6 +106,7 @@ WEEKDAY_TRAFFIC: Final = np.array([1.0, 1.02, 1.03, 1.02, 0.98, 0.86, 0.84])  # 
 N_SEGMENTS: Final = 50
 SEGMENTS_PER_USER_P: Final = np.array([0.14, 0.19, 0.2, 0.17, 0.13, 0.1, 0.07])  # 0..6
 N_ADVERTISERS: Final = 8
+DELAY_SPEED_SD: Final = 0.5  # log-sd of the advertisers' conversion speed
 N_CAMPAIGNS: Final = 20
 
 _STEMS: Final = (
@@ -201,6 +202,8 @@ class World:
     city_region: np.ndarray
     city_cum: np.ndarray
     city_ctr: np.ndarray
+    # conversion speed inside the attribution window (1 = the market's delay shape)
+    adv_delay_speed: np.ndarray
 
 
 def _cum_within(group: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -375,4 +378,9 @@ def build_world(seed: int) -> World:
     parts["seg_name"] = np.array([f"seg-{1001 + i}" for i in range(N_SEGMENTS)])
     parts["seg_pop"] = (rng.permutation(N_SEGMENTS) + 1.0) ** -0.7
     parts["seg_ctr"] = rng.normal(0, 0.1, N_SEGMENTS)
+    # Drawn last, so that every other entity stays what it was before delays differed by
+    # advertiser. An app install converts in minutes, a holiday in days: the exponent of
+    # `synth_truth.conversion_delay_seconds`, centred so the market keeps its delay shape.
+    speed = rng.normal(0, DELAY_SPEED_SD, N_ADVERTISERS)
+    parts["adv_delay_speed"] = np.exp(speed - speed.mean())
     return World(**parts)

@@ -17,6 +17,10 @@ from typing import Any, Literal
 Target = Literal["ctr", "cvr"]
 TARGETS: tuple[Target, ...] = ("ctr", "cvr")
 SECTIONS = ("split", "cvr", "spec", "calibration", "promote", "lightgbm")
+# Sections with a per-target table (`[lightgbm_cvr]`, `[split_cvr]`, ...) merged over them.
+PER_TARGET = ("split", "calibration", "lightgbm")
+DelayMode = Literal["drop", "naive", "em"]
+DELAY_MODES: tuple[DelayMode, ...] = ("drop", "naive", "em")
 
 
 class ConfigError(ValueError):
@@ -50,6 +54,14 @@ class TrainConfig:
     @property
     def attribution_days(self) -> float:
         return float(self.sections["cvr"]["attribution_days"])
+
+    @property
+    def delay(self) -> DelayMode:
+        return self.sections["cvr"]["delay"]  # type: ignore[no-any-return]
+
+    @property
+    def em_iterations(self) -> int:
+        return int(self.sections["cvr"]["em_iterations"])
 
     @property
     def calibration_methods(self) -> list[str]:
@@ -98,17 +110,30 @@ def _cast(key: str, raw: object, default: object, origin: str) -> Any:
         raise ConfigError(f"{origin}: {key}={raw!r} is not a valid {kind.__name__}") from None
 
 
+def _base_section(section: str) -> str | None:
+    """`lightgbm_cvr` -> `lightgbm`: the section a per-target table overrides (else None)."""
+    for base in PER_TARGET:
+        if section.startswith(f"{base}_"):
+            return base
+    return None
+
+
 def _resolve(sections: dict[str, dict[str, Any]], target: Target) -> dict[str, dict[str, Any]]:
     out = {name: dict(sections[name]) for name in SECTIONS}
-    out["lightgbm"].update(sections.get(f"lightgbm_{target}", {}))
+    for base in PER_TARGET:
+        out[base].update(sections.get(f"{base}_{target}", {}))
     return out
 
 
-def _find(resolved: Mapping[str, Mapping[str, Any]], key: str, origin: str) -> tuple[str, str]:
+def _find(
+    resolved: Mapping[str, Mapping[str, Any]], key: str, origin: str, target: Target
+) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
-        if section.startswith("lightgbm_"):
-            section = "lightgbm"
+        base = _base_section(section)
+        if base is not None and section != f"{base}_{target}":
+            raise ConfigError(f"{origin}: {key!r} is not a setting of the {target} model")
+        section = base or section
         if section in resolved and name in resolved[section]:
             return section, name
         raise ConfigError(f"{origin}: unknown key {key!r}")
@@ -138,11 +163,8 @@ def load_config(
         for section, values in user.items():
             if section not in base or not isinstance(values, dict):
                 raise ConfigError(f"config {path}: unknown section [{section}]")
-            defaults = (
-                {**base["lightgbm"], **base[section]}
-                if section.startswith("lightgbm_")
-                else base[section]
-            )
+            over = _base_section(section)
+            defaults = {**base[over], **base[section]} if over else base[section]
             for key, value in values.items():
                 if key not in defaults:
                     raise ConfigError(f"config {path}: unknown key {section}.{key}")
@@ -152,7 +174,7 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = (s.strip() for s in item.split("=", 1))
-        section, name = _find(resolved, key, "--set")
+        section, name = _find(resolved, key, "--set", target)
         resolved[section][name] = _cast(name, value, resolved[section][name], "--set")
     _check(resolved)
     return TrainConfig(target=target, sections=resolved)
@@ -166,8 +188,17 @@ def _check(cfg: Mapping[str, Mapping[str, Any]]) -> None:
         raise ConfigError("split.train_frac + split.valid_frac must leave a test window (< 1)")
     if split["max_valid_rows"] < 0:
         raise ConfigError("split.max_valid_rows must be 0 (all rows) or positive")
-    if cfg["cvr"]["attribution_days"] <= 0:
+    cvr = cfg["cvr"]
+    if cvr["attribution_days"] <= 0:
         raise ConfigError("cvr.attribution_days must be positive")
+    if cvr["delay"] not in DELAY_MODES:
+        raise ConfigError(
+            f"cvr.delay must be one of {', '.join(DELAY_MODES)}, not {cvr['delay']!r}"
+        )
+    if cvr["em_iterations"] < 1:
+        raise ConfigError("cvr.em_iterations must be at least 1")
+    if cvr["delay_prior"] <= 0:
+        raise ConfigError("cvr.delay_prior must be positive")
     lgbm = cfg["lightgbm"]
     if lgbm["num_boost_round"] < 1:
         raise ConfigError("lightgbm.num_boost_round must be at least 1")

@@ -91,12 +91,15 @@ def fit_booster(
     spec: FeatureSpec,
     config: Mapping[str, Any],
     on_iteration: Callable[[int, int], None] | None = None,
+    *,
+    weight: np.ndarray | None = None,
 ) -> FitResult:
     """Train with early stopping on the validation window and keep only the trees used.
 
     The returned booster is rebuilt from the text of its first `best_iteration` trees: that text
     is what the bundle stores, so in-process and served predictions come from the same forest.
-    `on_iteration(done, total)` lets the CLI drive a progress bar.
+    `on_iteration(done, total)` lets the CLI drive a progress bar. `weight` weighs the
+    training rows (pCVR's delayed-feedback EM duplicates open clicks with weights q and 1 - q).
     """
     if x_train.shape[0] == 0 or x_valid.shape[0] == 0:
         raise ValueError("cannot fit on an empty training or validation window")
@@ -107,7 +110,12 @@ def fit_booster(
     stopping = int(config.get("early_stopping_rounds", 50))
     names, cats = spec.names, spec.categorical
     train_set = lgb.Dataset(
-        x_train, label=y_train, feature_name=names, categorical_feature=cats, free_raw_data=True
+        x_train,
+        label=y_train,
+        weight=weight,
+        feature_name=names,
+        categorical_feature=cats,
+        free_raw_data=True,
     )
     valid_set = lgb.Dataset(
         x_valid, label=y_valid, reference=train_set, feature_name=names, categorical_feature=cats

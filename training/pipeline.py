@@ -25,9 +25,10 @@ from features.spec import FeatureSpec
 from features.spec_fit import fit_spec, out_of_fold_lifts
 from training.calibrate import CalibrationChoice, choose_calibrator
 from training.config import Target, TrainConfig
+from training.delay import DelayedSet, build, fit_em, targets
 from training.evaluate import Evaluation, evaluate
 from training.fit import FitResult, feature_importance, fit_booster
-from training.splits import LABEL, Split, make_split
+from training.splits import LABEL, Split, data_cutoff, make_split
 
 TRUTH = {"ctr": "true_ctr", "cvr": "true_cvr"}
 STEPS = ("split", "features", "fit", "calibrate", "evaluate", "register")
@@ -42,10 +43,11 @@ class DataSource:
     seed: int = 0
     path: str = ""
     source: str = "auto"
+    days: int = 14  # synthetic logs' time span
 
     def params(self) -> dict[str, Any]:
         return {"kind": self.kind, "rows_requested": self.rows, "seed": self.seed,
-                "path": self.path, "format": self.source}  # fmt: skip
+                "path": self.path, "format": self.source, "days": self.days}  # fmt: skip
 
     @classmethod
     def from_fingerprint(cls, fp: Mapping[str, Any]) -> DataSource:
@@ -58,6 +60,7 @@ class DataSource:
             seed=int(fp.get("seed") or 0),
             path=str(fp.get("path") or ""),
             source=str(fp.get("format") or "auto"),
+            days=int(fp.get("days") or 14),  # runs from before `days` was recorded: 14
         )
 
 
@@ -70,7 +73,7 @@ def load_data(src: DataSource) -> tuple[pl.DataFrame, dict[str, Any]]:
 
         if src.rows <= 0:
             raise ValueError(f"--rows must be positive, got {src.rows}")
-        frame = generate(src.rows, seed=src.seed)
+        frame = generate(src.rows, seed=src.seed, days=src.days)
         result = LoadResult(frame, frame.height, frame.height, 0, None, "synth")
     else:
         result = load_logs(Path(src.path), source=src.source)
@@ -103,6 +106,7 @@ class TrainOutcome:
     split_info: dict[str, int]
     version: Any = None  # tracking.RegisteredVersion when registered
     timings: dict[str, float] = field(default_factory=dict)
+    delayed: DelayedSet | None = None  # pCVR under cvr.delay naive or em
 
 
 def labels(df: pl.DataFrame) -> np.ndarray:
@@ -114,6 +118,8 @@ def window_share(attribution_days: float) -> float:
 
     `true_cvr` is the probability of a conversion at any time; the pCVR label only counts those
     inside the attribution window, so the oracle for that label is true_cvr times this share.
+    Advertisers' conversion speeds reshape delays inside 7 days only, so the share is exact for
+    every advertiser at 7 days (the default window) and an average at other windows.
     """
     from features.synth_truth import DELAY_MAX_DAYS, DELAY_WITHIN_DAY, DELAY_WITHIN_HOUR
 
@@ -153,26 +159,61 @@ def split_for(df: pl.DataFrame, cfg: TrainConfig) -> tuple[Split, dict[str, int]
     )
 
 
+def delayed_for(df: pl.DataFrame, split: Split, cfg: TrainConfig) -> DelayedSet | None:
+    """pCVR's training rows under `cvr.delay` naive or em (None: drop, or a pCTR model)."""
+    if cfg.target != "cvr" or cfg.delay == "drop":
+        return None
+    cvr = cfg.section("cvr")
+    return build(
+        split.train,
+        df,
+        cfg.delay,
+        cfg.attribution_days,
+        data_cutoff(df),
+        by=str(cvr["delay_by"]),
+        delay_prior=float(cvr["delay_prior"]),
+    )
+
+
 def fit_bundle(
-    split: Split, cfg: TrainConfig, reporter: Reporter | None = None
+    split: Split,
+    cfg: TrainConfig,
+    reporter: Reporter | None = None,
+    delayed: DelayedSet | None = None,
 ) -> tuple[ModelBundle, FitResult, CalibrationChoice, dict[str, float]]:
-    """Spec on the training window only, LightGBM with early stopping, calibration."""
+    """Spec on the training window only, LightGBM with early stopping, calibration.
+
+    With `delayed` (pCVR under cvr.delay naive or em), the training rows are its frame (the
+    matured window plus the clicks still open at the cut-off); validation and calibration stay
+    on the matured validation window, whose labels are final.
+    """
     rep = reporter or Reporter()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     rep.step("features")
-    spec: FeatureSpec = fit_spec(split.train, label=LABEL, **cfg.section("spec"))
+    train = split.train if delayed is None else delayed.frame
+    spec: FeatureSpec = fit_spec(train, label=LABEL, **cfg.section("spec"))
     valid = split.valid
     if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
         valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
     # the training rows' segment lifts are out of fold: a row never sees its own label
-    x_train = encode_matrix(split.train, spec, given=out_of_fold_lifts(split.train, spec, LABEL))
+    x_train = encode_matrix(train, spec, given=out_of_fold_lifts(train, spec, LABEL))
     x_valid = encode_matrix(valid, spec)
-    y_train, y_valid = labels(split.train), labels(valid)
+    y_valid = labels(valid)
     timings["features_s"] = time.perf_counter() - t
     rep.step("fit")
-    fit = fit_booster(x_train, y_train, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration)
-    timings["fit_s"] = fit.seconds
+
+    def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> FitResult:
+        return fit_booster(x, y, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration, weight=w)
+
+    if delayed is None:
+        fit = fit_rows(x_train, labels(train), None)
+    elif delayed.mode == "em":
+        fit, _ = fit_em(delayed, x_train, cfg.em_iterations, fit_rows)
+    else:
+        rows = targets(delayed)
+        fit = fit_rows(x_train[rows.rows], rows.y, rows.weight)
+    timings["fit_s"] = time.perf_counter() - t - timings["features_s"]  # EM: all its fits
     del x_train
     t = time.perf_counter()
     rep.step("calibrate")
@@ -186,6 +227,8 @@ def fit_bundle(
         "calibration": choice.method,
         "valid_rows_used": valid.height,
     }
+    if cfg.target == "cvr":
+        meta["delay"] = cfg.delay
     bundle = ModelBundle(booster=fit.booster, spec=spec, calibrator=choice.calibrator, meta=meta)
     return bundle, fit, choice, timings
 
@@ -204,8 +247,12 @@ def train(
     rep.step("split")
     t0 = time.perf_counter()
     split, info = split_for(df, cfg)
+    delayed = delayed_for(df, split, cfg)
+    if delayed is not None:
+        info |= delayed.info
+        info["rows_train_used"] = delayed.frame.height
     split_s = time.perf_counter() - t0
-    bundle, fit, choice, timings = fit_bundle(split, cfg, rep)
+    bundle, fit, choice, timings = fit_bundle(split, cfg, rep, delayed)
     timings["split_s"] = split_s
     t = time.perf_counter()
     rep.step("evaluate")
@@ -221,7 +268,9 @@ def train(
         "input_example": examples,
     }
     bundle = ModelBundle(bundle.booster, bundle.spec, bundle.calibrator, meta)
-    outcome = TrainOutcome(cfg.target, metrics, notes, choice, fit, bundle, info, timings=timings)
+    outcome = TrainOutcome(
+        cfg.target, metrics, notes, choice, fit, bundle, info, timings=timings, delayed=delayed
+    )
     if register:
         rep.step("register")
         t = time.perf_counter()
@@ -245,6 +294,7 @@ def _register(
     workdir: Path | None,
 ) -> Any:
     from training import plots, tracking
+    from training.delay import matured_delays
 
     with tempfile.TemporaryDirectory(prefix="bidopt-train-", dir=workdir) as tmp:
         root = Path(tmp)
@@ -262,7 +312,19 @@ def _register(
                 f"{cfg.target}: feature importance (gain)",
             ),
         ]
+        delay = outcome.delayed.delay if outcome.delayed is not None else None
+        if delay is not None:
+            files.append(
+                plots.delay_fit(
+                    delay,
+                    matured_delays(split.train)[0],
+                    root / "delay_fit.png",
+                    cfg.attribution_days,
+                )
+            )
         params: dict[str, Any] = {**cfg.flat(), "target": cfg.target}
+        if delay is not None:
+            params |= delay.params()
         params |= {
             "calibration.chosen": outcome.calibration.method,
             "best_iteration": outcome.fit.best_iteration,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.delay import DelayModel
 from training.evaluate import ECE_BINS
 
 
@@ -55,6 +56,31 @@ def feature_importance(gains: Mapping[str, float], path: Path, title: str, top: 
     ax.barh([k for k, _ in items], [v for _, v in items])
     ax.set_xlabel("total gain")
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def delay_fit(delay: DelayModel, observed_s: np.ndarray, path: Path, window_days: float) -> Path:
+    """The fitted delay distribution F over the matured conversions' observed delays (their
+    empirical distribution), log time axis, with the hour and the day marked."""
+    plt = _pyplot()
+    hours = np.sort(np.asarray(observed_s, dtype=np.float64)) / 3600.0
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=100)
+    if hours.size:
+        ecdf = np.arange(1, hours.size + 1) / hours.size
+        ax.step(np.maximum(hours, 1e-3), ecdf, where="post", label=f"observed ({hours.size})")
+    grid = np.geomspace(1.0, delay.window_s, 400)
+    ax.plot(grid / 3600.0, delay(grid), linewidth=2, label="fitted F")
+    for at, name in ((1.0, "1 h"), (24.0, "1 day")):
+        ax.axvline(at, color="grey", linestyle=":", linewidth=1)
+        ax.text(at, 0.02, f" {name}: {delay.share_within(at * 3600.0):.2f}", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("hours from click to conversion")
+    ax.set_ylabel(f"share of conversions inside {window_days:g} days")
+    ax.set_title("pCVR delay distribution: fitted against observed (matured clicks)")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -94,22 +94,29 @@ def ctr_rows(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(SHOWN).with_columns(CLICK_LABEL)
 
 
+def data_cutoff(df: pl.DataFrame) -> datetime:
+    """The log's cut-off: its newest event_time, the moment the log knows everything before."""
+    return df.get_column("event_time").max()  # type: ignore[return-value]
+
+
 def cvr_rows(
     df: pl.DataFrame, attribution_days: float = 7.0, cutoff: datetime | None = None
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Clicked impressions labelled by a conversion inside the attribution window.
 
-    pCVR is post-click: P(conversion within the window | click). Delayed feedback is handled
-    by exclusion: a click whose attribution window has not closed by the data cut-off (the newest
-    event_time in the log, unless given) is left out, not counted as a negative, because its
-    conversion may still arrive; counting it would bias pCVR low, most of all for the newest
-    clicks. A conversion later than the window after its click is a negative. A missing
-    click_time falls back to the impression time; a conversion without a conversion_time is
-    trusted to be inside the window (the source did not record when).
+    pCVR is post-click: P(conversion within the window | click). Here delayed feedback is
+    handled by exclusion (`cvr.delay = drop`, and every mode's validation and test windows): a
+    click whose attribution window has not closed by the data cut-off (the newest event_time in
+    the log, unless given) is left out, not counted as a negative, because its conversion may
+    still arrive; counting it would bias pCVR low, most of all for the newest clicks.
+    `training.delay` adds those clicks back for `naive` and `em`. A conversion later than the
+    window after its click is a negative. A missing click_time falls back to the impression
+    time; a conversion without a conversion_time is trusted to be inside the window (the source
+    did not record when).
     """
     window = timedelta(days=attribution_days)
     if cutoff is None:
-        cutoff = df.get_column("event_time").max()  # type: ignore[assignment]
+        cutoff = data_cutoff(df)
     clicks = df.filter(pl.col("click").fill_null(0) == 1).with_columns(
         pl.coalesce("click_time", "event_time").alias("_click_at")
     )

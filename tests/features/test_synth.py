@@ -168,6 +168,27 @@ def test_conversion_delays_follow_chapelle() -> None:
     assert d.max() <= 30 * 86400
 
 
+def test_advertiser_speed_moves_delays_inside_the_window_only() -> None:
+    """A fast advertiser converts sooner within the day, a slow one later; the shares within the
+    hour and within the 7-day window (which the pCVR label's oracle uses) do not move."""
+    base = conversion_delay_seconds(np.random.default_rng(4), 100_000)
+    fast = conversion_delay_seconds(np.random.default_rng(4), 100_000, speed=2.0)
+    slow = conversion_delay_seconds(np.random.default_rng(4), 100_000, speed=0.5)
+    for d in (fast, slow):
+        assert np.mean(d < 3600) == np.mean(base < 3600)
+        assert np.mean(d <= 7 * 86400) == np.mean(base <= 7 * 86400)
+    day = [np.mean(d < 86400) for d in (slow, base, fast)]
+    assert day[0] + 0.05 < day[1] < day[2] - 0.05
+
+
+def test_advertisers_differ_in_conversion_speed(log: pl.DataFrame) -> None:
+    from features.synth_world import build_world
+
+    speed = build_world(0).adv_delay_speed
+    assert speed.min() < 0.8 and speed.max() > 1.25
+    assert np.log(speed).mean() == pytest.approx(0.0, abs=1e-12)
+
+
 def test_conversions_after_the_cutoff_are_missing() -> None:
     """On a one-day log most conversions land after the cut-off and must not be recorded."""
     df = generate(150_000, seed=2, days=1)

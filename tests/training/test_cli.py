@@ -102,6 +102,8 @@ def test_bad_input_in_process(tmp_path, mlflow_uri):
     bad_toml.write_text("[lightgbm]\nnum_leaves = 'many'\n")
     cases = [
         (["train", "cvr", "--rows", 1000, "--set", "learning_rate=fast"], "learning_rate"),
+        (["train", "cvr", "--rows", 1000, "--set", "cvr.delay=fsiw"], "cvr.delay must be one"),
+        (["quickstart", "--days", 0], "--days must be positive"),
         (["train", "ctr", "--logs", tmp_path / "missing.parquet"], "no such file"),
         (["train", "ctr", "--config", tmp_path / "none.toml"], "cannot read"),
         (["train", "ctr", "--config", bad_toml], "lightgbm.num_leaves"),
