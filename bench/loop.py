@@ -210,7 +210,10 @@ def main() -> None:
             logs.write_parquet(work / "day1.parquet")  # the player's truth, to score against
             won_rows = int(logs["won"].sum())
             ctr_out = bidopt(work, "train", "ctr", "--logs", "day1.parquet")
-            cvr_out = bidopt(work, "train", "cvr", "--logs", "day1.parquet")
+            # the player sends a conversion at once (the world's delays are not replayed in real
+            # time), so the attribution window is shortened to let a day's clicks mature
+            cvr_out = bidopt(work, "train", "cvr", "--logs", "day1.parquet",
+                             "--set", "cvr.attribution_days=0.001")  # fmt: skip
             for target in ("ctr", "cvr"):
                 print(" ".join(bidopt(work, "promote", target).split())[-160:], flush=True)
             time.sleep(5)  # the service polls the aliases every 2 s
