@@ -11,6 +11,7 @@ import pytest
 
 from features.schema import conform
 from features.synth_truth import conversion_delay_seconds
+from tests.helpers.training import fast_config
 from training.config import DELAY_MODES, ConfigError, load_config
 from training.delay import (
     OPEN,
@@ -22,8 +23,6 @@ from training.delay import (
     targets,
 )
 from training.splits import LABEL, cvr_rows, data_cutoff
-
-from .conftest import fast_config
 
 T0 = datetime(2024, 3, 4, tzinfo=UTC)
 DAY = timedelta(days=1)
