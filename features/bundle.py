@@ -99,19 +99,27 @@ class ModelBundle:
         for name in BUNDLE_FILES:
             path = directory / name
             try:
-                texts[name] = path.read_text()
+                texts[name] = path.read_text(encoding="utf-8")
             except OSError as e:
                 raise BundleError(f"{path}: cannot read ({e.strerror or e})") from None
+            except UnicodeDecodeError as e:
+                raise BundleError(f"{path}: not UTF-8 text (byte {e.start})") from None
         try:
             booster = lgb.Booster(model_str=texts[MODEL_FILE])
         except lgb.basic.LightGBMError as e:
             raise BundleError(f"{directory / MODEL_FILE}: not a LightGBM model ({e})") from None
-        try:
-            spec = FeatureSpec.from_json(texts[SPEC_FILE])
-            calibrator = Calibrator.from_json(texts[CALIBRATOR_FILE])
-            meta = json.loads(texts[META_FILE])
-        except (ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"{directory}: invalid spec, calibrator or meta JSON ({e})") from None
+        parsers = {
+            SPEC_FILE: FeatureSpec.from_json,
+            CALIBRATOR_FILE: Calibrator.from_json,
+            META_FILE: json.loads,
+        }
+        parsed: dict[str, Any] = {}
+        for name, parse in parsers.items():
+            try:
+                parsed[name] = parse(texts[name])
+            except (ValueError, KeyError, TypeError) as e:
+                raise BundleError(f"{directory / name}: invalid JSON contract ({e})") from None
+        spec, calibrator, meta = parsed[SPEC_FILE], parsed[CALIBRATOR_FILE], parsed[META_FILE]
         if booster.num_feature() != len(spec.features):
             raise BundleError(
                 f"{directory}: model has {booster.num_feature()} features, "

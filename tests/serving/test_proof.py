@@ -51,7 +51,7 @@ BID_BODY = {
 }
 NATIVE_DEATH = "the proof process was killed by SIG"
 NOT_LIGHTGBM = "not a LightGBM model"
-INVALID_JSON = "invalid spec, calibrator or meta JSON"
+INVALID_JSON = "invalid JSON contract"
 PAUSE_S = 0.01  # between the load loop's requests: leave the 2-core CI host to the proofs
 RELOAD_TIMEOUT_S = 240.0  # a proof is a Python start plus LightGBM: slow on a busy CI host
 
@@ -191,11 +191,16 @@ CASES = [
         if name != START_CUT
     ),
     Case(f"cvr-cut-{CVR_CUT}", "cvr", truncate(CVR_CUT), CUTS[CVR_CUT][1]),
-    Case("ctr-garbage-bytes", "ctr", garbage_bytes, "utf-8"),
+    Case("ctr-garbage-bytes", "ctr", garbage_bytes, "model.txt: not UTF-8 text"),
     Case("ctr-nan-leaves", "ctr", nan_leaves, "smoke check failed on input_example[0]"),
     # ModelBundle.load says which directory, not which of the three JSON files
-    Case("ctr-broken-calibrator", "ctr", broken_json(CALIBRATOR_FILE), INVALID_JSON),
-    Case("cvr-broken-spec", "cvr", broken_json(SPEC_FILE), INVALID_JSON),
+    Case(
+        "ctr-broken-calibrator",
+        "ctr",
+        broken_json(CALIBRATOR_FILE),
+        f"{CALIBRATOR_FILE}: {INVALID_JSON}",
+    ),
+    Case("cvr-broken-spec", "cvr", broken_json(SPEC_FILE), f"{SPEC_FILE}: {INVALID_JSON}"),
     Case("ctr-no-bundle-dir", "ctr", None, "no bundle directory", remove_bundle=True),
     Case("ctr-no-artifacts-at-all", "ctr", None, "download failed"),
 ]
