@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,19 @@ def bidopt(work: Path, *args: str) -> str:
     return done.stdout
 
 
-def play_day(client: httpx.Client, day: pl.DataFrame, rng: np.random.Generator) -> dict[str, Any]:
-    """Send every impression of `day`; returns what the player saw and sent."""
+def conversion_delays(world: pl.DataFrame) -> np.ndarray:
+    """Seconds from click to conversion in the world (its delay shape: a third within the
+    hour, half within a day), to draw from."""
+    conv = world.filter(pl.col("conversion") == 1)
+    return (conv["conversion_time"] - conv["click_time"]).dt.total_seconds().to_numpy()
+
+
+def play_day(
+    client: httpx.Client, day: pl.DataFrame, rng: np.random.Generator, delays: np.ndarray
+) -> dict[str, Any]:
+    """Send every impression of `day`, dated over the last day up to now; returns what the
+    player saw and sent. Events carry the time they happened in the world: a conversion that
+    would happen after now is not sent (it has not happened yet: delayed feedback)."""
     fields = [f for f in REQUEST_FIELDS if f in day.columns]
     requests = bids = 0
     wins_sent = clicks = conversions = 0
@@ -90,11 +101,13 @@ def play_day(client: httpx.Client, day: pl.DataFrame, rng: np.random.Generator) 
             assert r.json()["accepted"] == len(pending), r.text
             pending.clear()
 
+    now = datetime.now(UTC)
     for row in day.iter_rows(named=True):
         imp = {f: row[f] for f in fields if row[f] is not None}
         imp.pop("campaign_id", None)
         imp.pop("creative_id", None)
-        imp["event_time"] = (row["event_time"] + shift).isoformat()
+        when = row["event_time"] + shift
+        imp["event_time"] = when.isoformat()
         imp["impression_id"] = row["impression_id"]
         campaign = {
             "campaign_id": row["campaign_id"],
@@ -118,16 +131,21 @@ def play_day(client: httpx.Client, day: pl.DataFrame, rng: np.random.Generator) 
         paid = market if row["auction_type"] == "second" else b["price"]
         imp_id, cid = row["impression_id"], row["campaign_id"]
         base = {"impression_id": imp_id, "campaign_id": cid, "user_id": row["user_id"]}
-        pending.append({**base, "event_id": f"w-{imp_id}", "type": "win", "price": round(paid, 6)})
+        pending.append({**base, "event_id": f"w-{imp_id}", "type": "win",
+                        "price": round(paid, 6), "time": when.isoformat()})  # fmt: skip
         wins_sent += 1
         spend += paid / 1000
         if rng.random() < row["true_ctr"]:
-            pending.append({**base, "event_id": f"c-{imp_id}", "type": "click"})
+            click_at = min(when + timedelta(seconds=float(rng.uniform(1, 60))), now)
+            pending.append({**base, "event_id": f"c-{imp_id}", "type": "click",
+                            "time": click_at.isoformat()})  # fmt: skip
             clicks += 1
             if rng.random() < row["true_cvr"]:
-                pending.append({**base, "event_id": f"v-{imp_id}", "type": "conversion",
-                                "value": 50.0})  # fmt: skip
-                conversions += 1
+                conv_at = click_at + timedelta(seconds=float(rng.choice(delays)))
+                if conv_at <= now:
+                    pending.append({**base, "event_id": f"v-{imp_id}", "type": "conversion",
+                                    "value": 50.0, "time": conv_at.isoformat()})  # fmt: skip
+                    conversions += 1
         if len(pending) >= 500:
             flush()
     flush()
@@ -198,7 +216,8 @@ def main() -> None:
         server.wait_ok(f"{base}/readyz")
         with httpx.Client(base_url=base, timeout=30) as client:
             started = time.perf_counter()
-            results.append(play_day(client, days[0], rng))
+            delays = conversion_delays(world)
+            results.append(play_day(client, days[0], rng, delays))
             print(f"day 1 played in {time.perf_counter() - started:.0f} s", flush=True)
             counts_1 = ledger_counts(work / "ledger")
             built = bidopt(work, "logs", "build", "--ledger", "ledger", "--out", "day1.parquet")
@@ -210,14 +229,13 @@ def main() -> None:
             logs.write_parquet(work / "day1.parquet")  # the player's truth, to score against
             won_rows = int(logs["won"].sum())
             ctr_out = bidopt(work, "train", "ctr", "--logs", "day1.parquet")
-            # the player sends a conversion at once (the world's delays are not replayed in real
-            # time), so the attribution window is shortened to let a day's clicks mature
+            # one day of traffic: a 7-day attribution window would leave no click matured
             cvr_out = bidopt(work, "train", "cvr", "--logs", "day1.parquet",
-                             "--set", "cvr.attribution_days=0.001")  # fmt: skip
+                             "--set", "cvr.attribution_days=0.5")  # fmt: skip
             for target in ("ctr", "cvr"):
                 print(" ".join(bidopt(work, "promote", target).split())[-160:], flush=True)
             time.sleep(5)  # the service polls the aliases every 2 s
-            results.append(play_day(client, days[1], rng))
+            results.append(play_day(client, days[1], rng, delays))
         counts_2 = ledger_counts(work / "ledger")
     finally:
         server.stop()
