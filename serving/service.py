@@ -28,6 +28,7 @@ from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
+from serving.state.fx import FxBook
 from serving.state.profiles import fill_from_profile
 from serving.state.store import Store
 
@@ -41,6 +42,7 @@ class Service:
     metrics: Metrics
     book: CampaignBook
     keeper: BudgetKeeper
+    fx: FxBook = field(default_factory=lambda: FxBook(None))
     winrate_override: WinRateModel | None = None
     win_secret: bytes = b""
     rng: random.Random = field(default_factory=random.Random)
@@ -53,6 +55,12 @@ class Service:
     def sync_state_metrics(self) -> None:
         self.metrics.state_degraded.set(1 if self.keeper.degraded else 0)
         self.metrics.campaigns_loaded.set(len(self.book.campaigns))
+
+    def poll_fx(self) -> bool | None:
+        changed = self.fx.poll()
+        if changed is not None:
+            self.metrics.fx_reloads.labels("success" if changed else "failure").inc()
+        return changed
 
     def poll_campaigns(self) -> bool | None:
         changed = self.book.poll()
@@ -94,9 +102,11 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 
 async def state_loop(service: Service, interval: float) -> None:
-    """Poll the campaigns file, step pacing when due, refresh the budget snapshot; never dies."""
+    """Poll the FX and campaigns files, step pacing when due, refresh the budget snapshot;
+    never dies."""
     while True:
         try:
+            service.poll_fx()
             service.poll_campaigns()
             await asyncio.to_thread(service.keeper.tick)
         except Exception:  # a store or file hiccup must not stop budgets being refreshed

@@ -37,8 +37,10 @@ router = APIRouter(route_class=JsonBodyRoute)
     description="The whole batch is checked first, times and prices included: an event for a "
     "campaign that is not in the campaigns file is a 404, a win priced above the campaign's max "
     "bid or an event dated outside [flight start, now + 5 min] or older than 8 days a 422 naming "
-    "`events[i].price` or `events[i].time`; in every case nothing is applied. With BIDOPT_API_KEY "
-    "set, the X-API-Key header must carry it.",
+    "`events[i].price` or `events[i].time`, a currency without a rate for the event's date a "
+    "422 naming `events[i].currency`; in every case nothing is applied. A win's price in "
+    "another currency is converted into the account currency at the event date's rate. With "
+    "BIDOPT_API_KEY set, the X-API-Key header must carry it.",
     tags=["state"],
     openapi_extra={"parameters": [KEY_PARAMETER]},
 )
@@ -50,9 +52,15 @@ async def events(body: EventsRequest, request: Request) -> Response:
 
 async def record_events(service: Service, body: EventsRequest) -> dict[str, int]:
     campaigns = service.book.campaigns
-    times = check_batch(body.events, campaigns, time.time())
+    checked = check_batch(
+        body.events,
+        campaigns,
+        time.time(),
+        account_currency=service.settings.account_currency,
+        fx=service.fx.table,
+    )
     keeper = service.keeper
-    outcome = await asyncio.to_thread(apply_events, body.events, times, campaigns, keeper.store)
+    outcome = await asyncio.to_thread(apply_events, body.events, checked, campaigns, keeper.store)
     if outcome["touched"]:
         await asyncio.to_thread(keeper.refresh, outcome["touched"])
     for kind, count in outcome["by_type"].items():

@@ -1,5 +1,12 @@
 """POST /v1/predict and POST /v1/bid: the per-impression endpoints, on the fast lane.
 
+Currencies on /v1/bid: an impression may name its `currency` (default the account's). Its floor
+is converted into the account currency for the decision at the rate of its event_time's date
+(UTC, `bidding.fx`), and its price and expected value back into its currency; every result
+says its currency. An impression whose currency has no rate is a no-bid with the reason
+(`currency_not_supported`, `fx_rate_unavailable`) and is not scored. Impressions in the
+account currency take the path they took before currencies (no copy, no lookup).
+
 Handlers are `async def` so that scoring runs on the event loop thread: no thread-pool hop per
 request, and the FastPredictor buffers are never shared between threads. Bodies are written with
 orjson into a plain Response; the declared `response_model`s document them in OpenAPI and are
@@ -8,14 +15,22 @@ what the schemathesis test holds the responses to.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from bidding.fx import FxTable, FxUnavailable, factor
 from bidding.winrate import WinRateModel
 from serving import bidder
-from serving.api.schemas import PredictRequest, PredictResponse, V1BidRequest, V1BidResponse
+from serving.api.schemas import (
+    BidImpression,
+    PredictRequest,
+    PredictResponse,
+    V1BidRequest,
+    V1BidResponse,
+)
 from serving.errors import (
     BodyTimeout,
     NoCampaigns,
@@ -73,18 +88,15 @@ async def bid(body: V1BidRequest, request: Request) -> Response:
     if n > settings.max_impressions:
         raise TooManyItems("impressions", n, settings.max_impressions)
     winrate = service.winrate(predictor)
-    if body.campaigns is not None:
-        if len(body.campaigns) > settings.max_campaigns:
-            raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
-        requests = with_profiles(body.impressions, service.keeper.store)
-        results = [
-            r
-            for r, _ in bidder.decide_requests(
-                predictor, requests, bidder.plan(body.campaigns), winrate=winrate, inline=True
-            )
-        ]
+    if body.campaigns is not None and len(body.campaigns) > settings.max_campaigns:
+        raise TooManyItems("campaigns", len(body.campaigns), settings.max_campaigns)
+    account = settings.account_currency
+    if all(imp.currency is None or imp.currency == account for imp in body.impressions):
+        results = _decide(service, predictor, body, body.impressions, winrate)
+        for r in results:
+            r["currency"] = account
     else:
-        results = file_campaign_bids(service, predictor, body, winrate)
+        results = _converted_bids(service, predictor, body, winrate, account)
     for r in results:
         metrics.count_bid("bid" if r["bid"] else r["reason"])
         if r["pctr"] is not None:
@@ -93,8 +105,87 @@ async def bid(body: V1BidRequest, request: Request) -> Response:
     return json_response({"bids": results, "models": predictor.versions})
 
 
+def _decide(
+    service: Service,
+    predictor: Predictor,
+    body: V1BidRequest,
+    impressions: Sequence[BidImpression],
+    winrate: WinRateModel | None,
+    floors: Sequence[float] | None = None,
+) -> list[dict[str, Any]]:
+    """The result per impression against the inline or the file campaigns; `floors` replace
+    the impressions' own (converted into the account currency)."""
+    if body.campaigns is None:
+        return file_campaign_bids(service, predictor, body, winrate, impressions, floors)
+    requests = with_profiles(impressions, service.keeper.store)
+    if floors is not None:
+        requests = [{**req, "floor_price": f} for req, f in zip(requests, floors, strict=True)]
+    plans = bidder.plan(body.campaigns)
+    decided = bidder.decide_requests(predictor, requests, plans, winrate=winrate, inline=True)
+    return [r for r, _ in decided]
+
+
+def _refused(imp: BidImpression, reason: str) -> dict[str, Any]:
+    return {
+        "impression_id": imp.impression_id,
+        "bid": False,
+        "price": None,
+        "currency": imp.currency,
+        "campaign_id": None,
+        "creative_id": None,
+        "pctr": None,
+        "pcvr": None,
+        "expected_value": None,
+        "reason": reason,
+        "rule": None,
+        "propensity": None,
+    }
+
+
+def _converted_bids(
+    service: Service,
+    predictor: Predictor,
+    body: V1BidRequest,
+    winrate: WinRateModel | None,
+    account: str,
+) -> list[dict[str, Any]]:
+    """Some impressions are in another currency: floors in, prices back, at each impression's
+    date; those without a rate answered as no-bids in their place."""
+    fx: FxTable | None = service.fx.table
+    results: list[dict[str, Any] | None] = []
+    todo: list[tuple[int, BidImpression, float]] = []  # (position, impression, factor back)
+    floors: list[float] = []
+    for imp in body.impressions:
+        currency = imp.currency or account
+        day = imp.event_time.toordinal()
+        try:
+            to_account = factor(fx, currency, account, day)
+            back = factor(fx, account, currency, day)
+        except FxUnavailable as exc:
+            results.append(_refused(imp, exc.reason))
+            continue
+        todo.append((len(results), imp, back))
+        floors.append(imp.floor_price * to_account)
+        results.append(None)
+    impressions = [imp for _, imp, _ in todo]  # none left: still checks campaign_ids
+    decided = _decide(service, predictor, body, impressions, winrate, floors)
+    for (i, imp, back), r in zip(todo, decided, strict=True):
+        r["currency"] = imp.currency or account
+        if r["price"] is not None:
+            r["price"] = max(round(r["price"] * back, 6), imp.floor_price)
+        if r["expected_value"] is not None:
+            r["expected_value"] *= back
+        results[i] = r
+    return [r for r in results if r is not None]
+
+
 def file_campaign_bids(
-    service: Service, predictor: Predictor, body: V1BidRequest, winrate: WinRateModel | None
+    service: Service,
+    predictor: Predictor,
+    body: V1BidRequest,
+    winrate: WinRateModel | None,
+    impressions: Sequence[BidImpression],
+    floors: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     campaigns = service.book.campaigns
     if not campaigns:
@@ -110,8 +201,10 @@ def file_campaign_bids(
             chosen.append(c)
     store = service.keeper.store
     requests, caps = [], []
-    for imp in body.impressions:
+    for i, imp in enumerate(impressions):
         req = dict(imp.__dict__)
+        if floors is not None:
+            req["floor_price"] = floors[i]
         caps.append(fill_from_profile(req, store))
         requests.append(req)
     decided = bidder.decide_requests(

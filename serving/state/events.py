@@ -8,6 +8,12 @@ nothing changed, so the sender can fix the one event and resend the batch. (Chec
 of a batch first would leave it half applied, and the retry would count the applied half as
 duplicates.)
 
+Prices are booked in the account currency: a win priced in another `currency` is converted at
+the rate of the event's date (UTC, `bidding.fx`) during the check, so the max-bid comparison
+(with `FX_TOLERANCE` for the rate's move since the bid) and the spend both see the converted
+amount; a currency the FX table does not know, or a date
+it has no rate for, is a 422 naming `events[i].currency`.
+
 Then each event id is claimed (`Store.claim_event`; a repeat is counted as a duplicate and
 ignored) and applied: a win adds its paying price / 1000 to the campaign's spend for the
 campaign-local day the event happened on (and to its flight total), and records an impression in
@@ -21,17 +27,22 @@ campaign does not run, would book spend to a day whose budget nobody checks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from datetime import time as clock
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from bidding.campaigns import Campaign
+from bidding.fx import FxTable, FxUnavailable, factor
 from serving.api.schemas import Event
 from serving.errors import UnknownCampaign, field_error
 from serving.state.budgets import TOTAL, day_key
 from serving.state.store import EVENT_TTL_S, Store
 
 MAX_SKEW_S: Final = 300.0  # clocks of exchanges and this service may disagree by minutes
+# A converted price may sit this far above the max bid: the bid was converted at the rate in
+# force then, and the table can gain the day's new rate before the win is reported (the ECB's
+# daily moves stay well under 2%). The OpenRTB win notice checks exactly, in the bid currency.
+FX_TOLERANCE: Final = 0.02
 
 
 def flight_start_s(campaign: Campaign) -> float | None:
@@ -41,17 +52,27 @@ def flight_start_s(campaign: Campaign) -> float | None:
     return datetime.combine(campaign.flight.start, clock(0), campaign.tz).timestamp()
 
 
+class Checked(NamedTuple):
+    """An event found bookable: when (epoch seconds) and, for a win, its price in the account
+    currency."""
+
+    time: float
+    price: float | None
+
+
 def check_batch(
     events: Sequence[Event],
     campaigns: Mapping[str, Campaign],
     now: float,
     *,
+    account_currency: str = "USD",
+    fx: FxTable | None = None,
     skew_s: float = MAX_SKEW_S,
     max_age_s: float = EVENT_TTL_S,
-) -> list[float]:
-    """Each event's time (epoch seconds; `now` when it gave none) once the whole batch is known
-    to be bookable; else the first problem, raised before anything is applied."""
-    times = []
+) -> list[Checked]:
+    """Each event's time (`now` when it gave none) and account-currency price once the whole
+    batch is known to be bookable; else the first problem, raised before anything is applied."""
+    checked = []
     for i, ev in enumerate(events):
         c = campaigns.get(ev.campaign_id)
         if c is None:
@@ -77,19 +98,33 @@ def check_batch(
                 "in which event ids are remembered (it could be counted twice)",
                 ev.time.isoformat() if ev.time else None,
             )
-        if ev.type == "win" and ev.price is not None and ev.price > c.max_bid:
+        price = ev.price
+        currency = ev.currency or account_currency
+        if price is not None and currency != account_currency:
+            day = datetime.fromtimestamp(t, UTC).toordinal()
+            try:
+                price = price * factor(fx, currency, account_currency, day)
+            except FxUnavailable as exc:
+                loc = ("body", "events", i, "currency")
+                raise field_error(loc, exc.detail, ev.currency) from None
+        limit = c.max_bid if currency == account_currency else c.max_bid * (1 + FX_TOLERANCE)
+        if ev.type == "win" and price is not None and price > limit:
+            said = f"{ev.price:g} {currency} = " if currency != account_currency else ""
             raise field_error(
                 ("body", "events", i, "price"),
-                f"paying price {ev.price:g} is above campaign {c.id!r}'s max bid {c.max_bid:g}: "
-                "no auction pays more than the bid",
+                f"paying price {said}{price:g} {account_currency} is above campaign {c.id!r}'s "
+                f"max bid {c.max_bid:g}: no auction pays more than the bid",
                 ev.price,
             )
-        times.append(t)
-    return times
+        checked.append(Checked(t, price))
+    return checked
 
 
 def apply_events(
-    events: Sequence[Event], times: Sequence[float], campaigns: Mapping[str, Campaign], store: Store
+    events: Sequence[Event],
+    checked: Sequence[Checked],
+    campaigns: Mapping[str, Campaign],
+    store: Store,
 ) -> dict[str, Any]:
     """Claim and apply each checked event (blocking store calls: run it off the event loop).
 
@@ -97,7 +132,7 @@ def apply_events(
     accepted = duplicates = 0
     touched: set[str] = set()
     by_type: dict[str, int] = {}
-    for ev, t in zip(events, times, strict=True):
+    for ev, (t, price) in zip(events, checked, strict=True):
         if not store.claim_event(ev.event_id):
             duplicates += 1
             continue
@@ -106,7 +141,7 @@ def apply_events(
         c = campaigns[ev.campaign_id]
         t_us = int(t * 1_000_000)
         if ev.type == "win":
-            amount = (ev.price or 0.0) / 1000.0
+            amount = (price or 0.0) / 1000.0
             store.add_spend(c.id, day_key(c, t), amount)
             if c.total_budget is not None:
                 store.add_spend(c.id, TOTAL, amount)
