@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bidding.fx import FxTable, FxUnavailable, factor
+from bidding.fx import FxTable, FxUnavailable, Pricing, pricing
 from bidding.winrate import WinRateModel
 from serving import bidder
 from serving.api.schemas import (
@@ -111,15 +111,11 @@ def _decide(
     body: V1BidRequest,
     impressions: Sequence[BidImpression],
     winrate: WinRateModel | None,
-    floors: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
-    """The result per impression against the inline or the file campaigns; `floors` replace
-    the impressions' own (converted into the account currency)."""
+    """The result per impression against the inline or the file campaigns."""
     if body.campaigns is None:
-        return file_campaign_bids(service, predictor, body, winrate, impressions, floors)
+        return file_campaign_bids(service, predictor, body, winrate, impressions)
     requests = with_profiles(impressions, service.keeper.store)
-    if floors is not None:
-        requests = [{**req, "floor_price": f} for req, f in zip(requests, floors, strict=True)]
     plans = bidder.plan(body.campaigns)
     decided = bidder.decide_requests(predictor, requests, plans, winrate=winrate, inline=True)
     return [r for r, _ in decided]
@@ -153,28 +149,32 @@ def _converted_bids(
     date; those without a rate answered as no-bids in their place."""
     fx: FxTable | None = service.fx.table
     results: list[dict[str, Any] | None] = []
-    todo: list[tuple[int, BidImpression, float]] = []  # (position, impression, factor back)
-    floors: list[float] = []
+    todo: list[tuple[int, BidImpression, Pricing, float]] = []  # position, imp, money, floor
+    known: dict[tuple[str, int], Pricing] = {}  # one lookup per (currency, date) per request
     for imp in body.impressions:
         currency = imp.currency or account
-        day = imp.event_time.toordinal()
+        key = (currency, imp.event_time.toordinal())
         try:
-            to_account = factor(fx, currency, account, day)
-            back = factor(fx, account, currency, day)
+            money = known.get(key)
+            if money is None:
+                money = known[key] = pricing((currency,), account, fx, key[1])
+            floor = money.floor(imp.floor_price, currency)
         except FxUnavailable as exc:
             results.append(_refused(imp, exc.reason))
             continue
-        todo.append((len(results), imp, back))
-        floors.append(imp.floor_price * to_account)
+        todo.append((len(results), imp, money, imp.floor_price))
+        # The impression is this request's own: it takes the account-currency floor in place
+        # (copying it would cost more than the conversion); its own floor is kept in `todo`.
+        imp.__dict__["floor_price"] = floor
         results.append(None)
-    impressions = [imp for _, imp, _ in todo]  # none left: still checks campaign_ids
-    decided = _decide(service, predictor, body, impressions, winrate, floors)
-    for (i, imp, back), r in zip(todo, decided, strict=True):
-        r["currency"] = imp.currency or account
+    impressions = [imp for _, imp, _, _ in todo]  # none left: still checks campaign_ids
+    decided = _decide(service, predictor, body, impressions, winrate)
+    for (i, _, money, own_floor), r in zip(todo, decided, strict=True):
+        r["currency"] = money.currency
         if r["price"] is not None:
-            r["price"] = max(round(r["price"] * back, 6), imp.floor_price)
+            r["price"] = money.bid(r["price"], own_floor, money.currency)
         if r["expected_value"] is not None:
-            r["expected_value"] *= back
+            r["expected_value"] *= money.to_bid
         results[i] = r
     return [r for r in results if r is not None]
 
@@ -185,7 +185,6 @@ def file_campaign_bids(
     body: V1BidRequest,
     winrate: WinRateModel | None,
     impressions: Sequence[BidImpression],
-    floors: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     campaigns = service.book.campaigns
     if not campaigns:
@@ -201,10 +200,8 @@ def file_campaign_bids(
             chosen.append(c)
     store = service.keeper.store
     requests, caps = [], []
-    for i, imp in enumerate(impressions):
+    for imp in impressions:
         req = dict(imp.__dict__)
-        if floors is not None:
-            req["floor_price"] = floors[i]
         caps.append(fill_from_profile(req, store))
         requests.append(req)
     decided = bidder.decide_requests(

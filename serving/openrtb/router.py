@@ -30,7 +30,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bidding.fx import FxUnavailable, choose_currency, factor
+from bidding.fx import FxUnavailable, Pricing, pricing
 from bidding.selection import Slot
 from serving import bidder
 from serving.api.schemas import ErrorBody
@@ -108,8 +108,7 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
     now = datetime.now(UTC)
     day = now.toordinal()
     try:
-        currency = choose_currency(body.cur, account, fx, day)
-        to_bid = factor(fx, account, currency, day)
+        money = pricing(body.cur, account, fx, day)
     except FxUnavailable as exc:
         return no_bid(service, exc.reason)
     predictor = service.holder.current
@@ -120,16 +119,14 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
         return no_bid(service, "no_campaigns")
     blocked = frozenset(d.strip().lower() for d in body.badv if d.strip())
     bcat = frozenset(c.strip().upper() for c in body.bcat if c.strip())
-    requests, slots, caps, reasons, floors = [], [], [], [], []
+    requests, slots, caps, reasons, imps = [], [], [], [], []
     for imp, req in zip(body.imp, openrtb.to_impressions(body, now), strict=True):
-        if imp.bidfloorcur != account:
-            try:
-                req["floor_price"] = imp.bidfloor * factor(fx, imp.bidfloorcur, account, day)
-            except FxUnavailable as exc:
-                reasons.append(exc.reason)
-                continue
-        # the floor in the bid currency, when it is the floor's: no bid below it by rounding
-        floors.append(imp.bidfloor if imp.bidfloorcur == currency else 0.0)
+        try:
+            req["floor_price"] = money.floor(imp.bidfloor, imp.bidfloorcur)
+        except FxUnavailable as exc:
+            reasons.append(exc.reason)
+            continue
+        imps.append(imp)
         req["exchange"] = exchange
         caps.append(fill_from_profile(req, service.keeper.store))
         slots.append(_slot(imp, blocked, bcat))
@@ -146,19 +143,17 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
             winrate=service.winrate(predictor),
             rng=service.rng,
         )
-        for req, floor, (result, decision) in zip(requests, floors, decided, strict=True):
+        for req, imp, (result, decision) in zip(requests, imps, decided, strict=True):
             service.metrics.count_bid("bid" if result["bid"] else result["reason"])
             if not decision.bid:
                 reasons.append(decision.reason)
                 continue
-            price = round(decision.winner.price * to_bid, 6)
-            if price < floor:
-                price = floor
-            bids.append(_bid(service, body, req, decision.winner, campaigns, now, price, currency))
+            price = money.bid(decision.winner.price, imp.bidfloor, imp.bidfloorcur)
+            bids.append(_bid(service, body, req, decision.winner, campaigns, now, price, money))
     if not bids:
         return no_bid(service, reasons[0] if reasons else "no_bid")
     return json_response(
-        {"id": body.id, "seatbid": [{"bid": bids, "seat": "bidopt"}], "cur": currency}
+        {"id": body.id, "seatbid": [{"bid": bids, "seat": "bidopt"}], "cur": money.currency}
     )
 
 
@@ -170,9 +165,9 @@ def _bid(
     campaigns: Any,
     now: datetime,
     price: float,
-    currency: str,
+    money: Pricing,
 ) -> dict[str, Any]:
-    """One bid, `price` in `currency` (the response's)."""
+    """One bid, `price` in the response's currency."""
     campaign = campaigns[winner.campaign_id]
     creative = next(c for c in campaign.creatives if c.id == winner.creative_id)
     bid: dict[str, Any] = {
@@ -192,7 +187,7 @@ def _bid(
             user_id=str(req.get("user_id") or ""),
             bid_time=now,
             bid_price=price,
-            bid_currency=currency,
+            bid_currency=money.currency,
         ),
     }
     if creative.width is not None:

@@ -22,6 +22,7 @@ from bidding.fx import (
     choose_currency,
     factor,
     parse_fx,
+    pricing,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "fx.example.csv"
@@ -219,3 +220,23 @@ def test_fx_check_lists_every_problem_and_exits_2(app: typer.Typer, tmp_path: Pa
     ]
     result = CliRunner().invoke(app, ["fx", "check", str(tmp_path / "absent.csv")])
     assert result.exit_code == 2 and "cannot read" in result.stderr
+
+
+def test_pricing_converts_floors_in_and_bids_out() -> None:
+    t = parse_fx(GOOD)
+    d = day("2025-06-09")
+    same = pricing(["USD"], "USD", t, d)
+    assert (same.currency, same.to_bid, same.floor(0.5, "USD")) == ("USD", 1.0, 0.5)
+    assert same.bid(1.2345678, 0.0, "USD") == 1.234568
+    assert same.floor(1.0, "EUR") == pytest.approx(1.14)  # a floor in euros, for a dollar bid
+    eur = pricing(["EUR"], "USD", t, d)
+    assert eur.currency == "EUR" and eur.to_bid == pytest.approx(1 / 1.14)
+    assert eur.floor(2.0, "EUR") == pytest.approx(2.28)
+    assert eur.bid(2.28, 2.0, "EUR") == 2.0
+    # a price decided at exactly the converted floor never comes back below the floor
+    for floor in (0.01, 0.333333, 1.999999, 7.123457, 12.0):
+        assert eur.bid(eur.floor(floor, "EUR"), floor, "EUR") >= floor
+    with pytest.raises(FxUnavailable):
+        eur.floor(1.0, "CHF")
+    with pytest.raises(FxUnavailable):
+        pricing(["CHF"], "USD", t, d)
