@@ -28,6 +28,7 @@ from serving.models.predictor import LoadedModel, Predictor
 from serving.models.registry import ModelRef
 from serving.settings import BidoptSettings
 from serving.state.fx import FxBook
+from tests.serving.conftest import run_server
 
 FIXTURES = Path(
     os.environ.get(
@@ -453,3 +454,38 @@ def test_fx_file_reload_keeps_the_old_table_when_invalid(tmp_path: Path) -> None
     path.write_text(fx_text().replace("1.25", "1.30"))
     assert book.poll() is True and book.last_error is None
     assert book.table is not None and book.table.rates_on(TODAY)["USD"] == 1.30
+
+
+# --- the same through the real server (uvicorn, the registry's champions) -------------------
+
+
+@pytest.mark.integration
+def test_end_to_end_through_the_live_server(
+    serving_store: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The issue's case on the shared fixtures, through `bidopt serve`: a French user on a US
+    site in a USD auction gets the euro campaign, a US user on a French site does not; the
+    ctv fixture (EUR) bids in euros once tmax allows; its win notice books dollars."""
+    (tmp_path / "campaigns.toml").write_text(CAMPAIGNS)
+    (tmp_path / "fx.csv").write_text(fx_text())
+    env = {"BIDOPT_FX_FILE": str(tmp_path / "fx.csv"), "BIDOPT_STATE_REFRESH_S": "0.2"}
+    args = ("--campaigns", str(tmp_path / "campaigns.toml"))
+    with run_server(serving_store[0], tmp_path, env=env, args=args) as s:
+        r = s.client.post("/openrtb2/bid", json=french_user_on_us_site())
+        bid, cur = only_bid(r)  # first price: shaded below 10 USD if the bundle has a curve
+        assert (bid["cid"], cur) == ("fr-eur", "USD") and 0.03 <= bid["price"] <= 10.0
+        us_on_fr = copy.deepcopy(fixture("banner-site.json"))
+        us_on_fr["site"] = {"domain": "www.journal.fr", "publisher": {"domain": "journal.fr"}}
+        us_on_fr["badv"] = []
+        r = s.client.post("/openrtb2/bid", json=us_on_fr)
+        assert (r.status_code, r.headers[NOBID]) == (204, "country_not_targeted")
+
+        ctv = {**fixture("ctv-app-video-short-tmax.json"), "tmax": 300}
+        bid, cur = only_bid(s.client.post("/openrtb2/bid", json=ctv))
+        assert (bid["cid"], cur) == ("ctv-usd", "EUR") and 12.0 <= bid["price"] <= 16.0
+        url = urlsplit(bid["nurl"].replace("${AUCTION_PRICE}", "12.0"))  # cleared at the floor
+        assert s.client.get(f"{url.path}?{url.query}").json() == {"accepted": 1, "duplicates": 0}
+        status = s.client.get("/v1/campaigns").json()
+        ctv_status = next(c for c in status["campaigns"] if c["id"] == "ctv-usd")
+        assert ctv_status["spend_today"] == pytest.approx(12.0 * 1.25 / 1000)
+        assert status["fx"]["file"] == str(tmp_path / "fx.csv")
