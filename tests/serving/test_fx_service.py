@@ -489,3 +489,26 @@ def test_end_to_end_through_the_live_server(
         ctv_status = next(c for c in status["campaigns"] if c["id"] == "ctv-usd")
         assert ctv_status["spend_today"] == pytest.approx(12.0 * 1.25 / 1000)
         assert status["fx"]["file"] == str(tmp_path / "fx.csv")
+
+
+def test_serve_refuses_an_invalid_fx_file_or_an_unconvertible_campaign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from serving.cli import check_startup
+
+    bad = tmp_path / "fx.csv"
+    bad.write_text(fx_text() + f"{TODAY},EUR,CHF,abc\n")
+    with pytest.raises(typer.Exit) as info:
+        check_startup(BidoptSettings(fx_file=bad))
+    assert info.value.exit_code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: invalid FX file {bad}:"
+    assert err[1] == f"{bad}: line 14: rate: 'abc' is not a number"
+    (tmp_path / "campaigns.toml").write_text(CAMPAIGNS)
+    with pytest.raises(typer.Exit):  # a euro campaign and no FX file to convert it
+        check_startup(BidoptSettings(campaigns_file=tmp_path / "campaigns.toml"))
+    assert "campaign 'fr-eur': currency: converting EUR to USD" in capsys.readouterr().err
+    bad.write_text(fx_text())
+    check_startup(BidoptSettings(campaigns_file=tmp_path / "campaigns.toml", fx_file=bad))
