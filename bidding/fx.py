@@ -166,7 +166,7 @@ def parse_fx(text: str, source: str = "fx.csv") -> FxTable:
     base: str | None = None
     base_line = 0
     header_seen = False
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))  # a spreadsheet's BOM
     for row in reader:
         line = reader.line_num
         cells = [c.strip() for c in row]

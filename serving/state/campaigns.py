@@ -39,7 +39,7 @@ def read_campaigns(
     return load_in_account_currency(text, str(path), account_currency, fx)
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -66,7 +66,7 @@ class CampaignBook:
         self.reloads_failed = 0
         self._stamp: tuple[int, int] | None = None
         if path is not None:
-            self._stamp = _stamp(path)
+            self._stamp = file_stamp(path)
             # invalid: raise, the service must not start
             self._install(read_campaigns(path, account_currency, fx()))
 
@@ -79,7 +79,7 @@ class CampaignBook:
         """Reload if the file changed: True = new campaigns, False = refused, None = unchanged."""
         if self.path is None:
             return None
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return None
         self._stamp = stamp

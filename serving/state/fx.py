@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bidding.fx import FxError, FxTable, parse_fx
-from serving.state.campaigns import _stamp
+from serving.state.campaigns import file_stamp
 
 log = logging.getLogger("bidopt.fx")
 
@@ -42,7 +42,7 @@ class FxBook:
         self.reloads_failed = 0
         self._stamp: tuple[int, int] | None = None
         if path is not None:
-            self._stamp = _stamp(path)
+            self._stamp = file_stamp(path)
             self._install(read_fx(path))  # invalid: raise, the service must not start
 
     def _install(self, table: FxTable) -> None:
@@ -54,7 +54,7 @@ class FxBook:
         """Reload if the file changed: True = new table, False = refused, None = unchanged."""
         if self.path is None:
             return None
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return None
         self._stamp = stamp

@@ -240,3 +240,7 @@ def test_pricing_converts_floors_in_and_bids_out() -> None:
         eur.floor(1.0, "CHF")
     with pytest.raises(FxUnavailable):
         pricing(["CHF"], "USD", t, d)
+
+
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header() -> None:
+    assert parse_fx("\ufeff" + GOOD) == parse_fx(GOOD)
