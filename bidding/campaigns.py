@@ -6,7 +6,8 @@
     goal = "cpc"                 # cpc | cpa | roas | cpm
     target = 0.8                 # CPC, CPA, ROAS (revenue / spend) or CPM, per goal
     max_bid = 20.0               # CPM
-    daily_budget = 500.0         # account currency
+    daily_budget = 500.0         # the campaign's currency (below), else the account's
+    currency = "EUR"             # optional: money above in EUR, converted at load (campaign_fx)
     total_budget = 9000.0        # optional, over the whole flight
     timezone = "Europe/Paris"    # the campaign's day (pacing, flight) and hours; default UTC
     strategy = "lagrangian"      # see bidding.strategies.STRATEGY_NAMES (aliases: lin, const, rand)
@@ -61,6 +62,7 @@ from pydantic import (
 )
 
 from bidding.creatives import Exploration
+from bidding.fx import CURRENCY_PATTERN
 from bidding.goals import Goal, GoalValue, goal_value
 from bidding.rules import CompiledRules, Rule, compile_rules
 from bidding.strategies import BidStrategy, make_strategy, strategy_name
@@ -176,6 +178,7 @@ class Campaign(BaseModel):
     max_bid: Price
     daily_budget: Price
     total_budget: Price | None = None
+    currency: str | None = Field(None, pattern=CURRENCY_PATTERN)
     timezone: str = "UTC"
     strategy: str = "value"
     strategy_params: dict[str, float] = Field(default_factory=dict)
@@ -193,6 +196,8 @@ class Campaign(BaseModel):
     _targeting: CompiledTargeting = PrivateAttr()
     _rules: CompiledRules = PrivateAttr()
     _has_rules: bool = PrivateAttr(False)
+    # set by bidding.campaign_fx when the money fields were converted into the account currency
+    _fx: Any = PrivateAttr(None)
 
     @field_validator("timezone")
     @classmethod
@@ -273,6 +278,11 @@ class Campaign(BaseModel):
     @cached_property
     def has_rules(self) -> bool:
         return self._has_rules
+
+    @property
+    def fx(self) -> Any:
+        """`campaign_fx.Converted` when the file's amounts were in another currency, else None."""
+        return self._fx
 
 
 class CampaignsFile(BaseModel):
@@ -371,10 +381,18 @@ def load_campaigns(text: str, source: str = "campaigns.toml") -> dict[str, Campa
     Raises CampaignError listing every problem, e.g.
     "campaigns.toml: campaign 'c1': target: must be > 0".
     """
+    return validate_campaigns(parse_toml(text, source), source)
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError([f"{source}: invalid TOML: {exc}"]) from None
+
+
+def validate_campaigns(data: Mapping[str, Any], source: str) -> dict[str, Campaign]:
+    """`load_campaigns` on the parsed TOML tables (`campaign_fx` validates converted ones)."""
     raw = data.get("campaigns")
     raw_list = raw if isinstance(raw, list) else []
     errors: list[str] = []

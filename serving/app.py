@@ -32,11 +32,13 @@ from serving.models.holder import ModelHolder
 from serving.models.registry import Registry, read_winrate
 from serving.openrtb import router as openrtb_router
 from serving.openrtb import win
+from serving.openrtb.schemas import country_code
 from serving.service import Service, state_loop
 from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
 from serving.state.events import replay_ledger
+from serving.state.fx import FxBook
 from serving.state.ledger import Ledger
 from serving.state.store import make_store
 
@@ -54,11 +56,13 @@ ROUTERS: Final = (scoring.router, events.router, openrtb_router.router, win.rout
 
 
 def create_app(settings: BidoptSettings) -> FastAPI:
-    """Raises CampaignError (invalid campaigns file) or ValueError (invalid win-rate file):
-    the service must not start on either."""
+    """Raises CampaignError (invalid campaigns file), FxError (invalid FX file) or ValueError
+    (invalid win-rate file): the service must not start on any."""
     metrics = Metrics()
     holder = ModelHolder(settings, Registry(settings.tracking_uri), metrics)
-    book = CampaignBook(settings.campaigns_file)
+    fx = FxBook(settings.fx_file)
+    country_code("FRA")  # load the ISO country table now, not on the first BidRequest
+    book = CampaignBook(settings.campaigns_file, settings.account_currency, lambda: fx.table)
     winrate = read_winrate(settings.winrate_file) if settings.winrate_file else None
     keeper = BudgetKeeper(
         make_store(settings.redis_url), book, settings.pacing_interval_s, settings.workers
@@ -72,6 +76,7 @@ def create_app(settings: BidoptSettings) -> FastAPI:
         book=book,
         keeper=keeper,
         ledger=ledger,
+        fx=fx,
         winrate_override=winrate,
         win_secret=(secret or secrets.token_urlsafe(32)).encode(),
     )

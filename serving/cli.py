@@ -84,12 +84,24 @@ def check_startup(settings: BidoptSettings) -> None:
             err=True,
         )
         raise typer.Exit(2)
+    fx = None
+    if settings.fx_file is not None:
+        from bidding.fx import FxError
+        from serving.state.fx import read_fx
+
+        try:
+            fx = read_fx(settings.fx_file)
+        except FxError as e:
+            typer.echo(f"error: invalid FX file {settings.fx_file}:", err=True)
+            for line in e.errors:
+                typer.echo(line, err=True)
+            raise typer.Exit(2) from None
     if settings.campaigns_file is not None:
         from bidding.campaigns import CampaignError
         from serving.state.campaigns import read_campaigns
 
         try:
-            read_campaigns(settings.campaigns_file)
+            read_campaigns(settings.campaigns_file, settings.account_currency, fx)
         except CampaignError as e:
             typer.echo(f"error: invalid campaigns file {settings.campaigns_file}:", err=True)
             for line in e.errors:
@@ -208,7 +220,8 @@ def register(app: typer.Typer) -> None:
         Other settings come from the environment: BIDOPT_CTR_MODEL, BIDOPT_CVR_MODEL,
         BIDOPT_API_KEY (enables POST /admin/reload), BIDOPT_MAX_IMPRESSIONS,
         BIDOPT_MAX_BODY_BYTES, BIDOPT_PACING_INTERVAL_S, BIDOPT_ACCOUNT_CURRENCY,
-        BIDOPT_OPENRTB_NETWORK_MARGIN_MS, BIDOPT_NURL_BASE, BIDOPT_WINRATE_FILE, BIDOPT_OTEL.
+        BIDOPT_OPENRTB_NETWORK_MARGIN_MS, BIDOPT_NURL_BASE, BIDOPT_WINRATE_FILE, BIDOPT_FX_FILE,
+        BIDOPT_OTEL.
         """
         settings = build_settings(
             host=host,

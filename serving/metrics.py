@@ -196,6 +196,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.fx_reloads = Counter(
+            "bidopt_fx_reloads",
+            "FX-file reloads that were applied (success) or refused (failure)",
+            ["outcome"],
+            registry=r,
+        )
         self.events = Counter(
             "bidopt_events",
             "Events received, by type and outcome (accepted, duplicate)",
@@ -226,6 +232,7 @@ class Metrics:
         }
         for outcome in ("success", "failure"):
             self.campaign_reloads.labels(outcome)
+            self.fx_reloads.labels(outcome)
         self.state_degraded.set(0)
         self._request_children: dict[tuple[str, int], Callable[[], None]] = {}
         self._bid_children: dict[str, Callable[[], None]] = {}

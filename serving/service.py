@@ -29,6 +29,7 @@ from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
+from serving.state.fx import FxBook
 from serving.state.ledger import Ledger
 from serving.state.performance import Performance
 from serving.state.profiles import fill_from_profile
@@ -45,6 +46,7 @@ class Service:
     book: CampaignBook
     keeper: BudgetKeeper
     ledger: Ledger
+    fx: FxBook = field(default_factory=lambda: FxBook(None))
     winrate_override: WinRateModel | None = None
     win_secret: bytes = b""
     rng: random.Random = field(default_factory=random.Random)
@@ -94,6 +96,12 @@ class Service:
             elif rate > 0.0 and (rate >= 1.0 or draw() < rate):
                 log(now, source, req, r, versions, rate)
 
+    def poll_fx(self) -> bool | None:
+        changed = self.fx.poll()
+        if changed is not None:
+            self.metrics.fx_reloads.labels("success" if changed else "failure").inc()
+        return changed
+
     def poll_campaigns(self) -> bool | None:
         changed = self.book.poll()
         if changed is not None:
@@ -134,9 +142,11 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 
 async def state_loop(service: Service, interval: float) -> None:
-    """Poll the campaigns file, step pacing when due, refresh the budget snapshot; never dies."""
+    """Poll the FX and campaigns files, step pacing when due, refresh the budget snapshot;
+    never dies."""
     while True:
         try:
+            service.poll_fx()
             service.poll_campaigns()
             await asyncio.to_thread(service.keeper.tick)
         except Exception:  # a store or file hiccup must not stop budgets being refreshed

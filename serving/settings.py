@@ -106,7 +106,16 @@ class BidoptSettings(BaseSettings):
         le=60,
         description="Seconds between reads of shared spend/pacing state and campaigns-file polls.",
     )
-    account_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    account_currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="Currency of budgets, spend and the decision (ISO 4217).",
+    )
+    fx_file: Path | None = Field(
+        default=None,
+        description="FX reference rates CSV (bidding.fx: date,base,currency,rate), re-read when "
+        "it changes; unset = the account currency only.",
+    )
     openrtb_network_margin_ms: float = Field(default=10.0, ge=0, le=10_000)
     nurl_base: str | None = Field(
         default=None,

@@ -47,8 +47,10 @@ router = APIRouter(route_class=JsonBodyRoute)
     description="The whole batch is checked first, times and prices included: an event for a "
     "campaign that is not in the campaigns file is a 404, a win priced above the campaign's max "
     "bid or an event dated outside [flight start, now + 5 min] or older than 8 days a 422 naming "
-    "`events[i].price` or `events[i].time`; in every case nothing is applied. With BIDOPT_API_KEY "
-    "set, the X-API-Key header must carry it.",
+    "`events[i].price` or `events[i].time`, a currency without a rate for the event's date a "
+    "422 naming `events[i].currency`; in every case nothing is applied. A win's price in "
+    "another currency is converted into the account currency at the event date's rate. With "
+    "BIDOPT_API_KEY set, the X-API-Key header must carry it.",
     tags=["state"],
     openapi_extra={"parameters": [KEY_PARAMETER]},
 )
@@ -63,12 +65,18 @@ async def record_events(service: Service, body: EventsRequest) -> dict[str, int]
     then book them; LedgerDown (503, claims released) if the ledger cannot take them."""
     campaigns = service.book.campaigns
     events = body.events
-    times = check_batch(events, campaigns, time.time())
+    checked = check_batch(
+        events,
+        campaigns,
+        time.time(),
+        account_currency=service.settings.account_currency,
+        fx=service.fx.table,
+    )
     keeper, ledger = service.keeper, service.ledger
     if not ledger.available:
         raise LedgerDown(ledger.reason or "unavailable")
     claimed = await asyncio.to_thread(claim_events, events, keeper.store)
-    records = ledger_records(events, times, claimed, campaigns)
+    records = ledger_records(events, checked, claimed, campaigns, service.settings.account_currency)
     if records:
         try:
             await ledger.log_events(records)

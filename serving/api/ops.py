@@ -39,6 +39,8 @@ async def campaigns_status(request: Request) -> Response:
             **service.book.status(),
             "backend": keeper.backend,
             "degraded": keeper.degraded,
+            "account_currency": service.settings.account_currency,
+            "fx": service.fx.status(),
             "campaigns": service.campaigns_status(),
         }
     )
@@ -103,6 +105,7 @@ async def admin_reload(request: Request) -> Response:
     outcome = await service.holder.request_reload()
     outcome.pop("reachable", None)
     outcome.pop("refused", None)
+    outcome["fx_reloaded"] = service.poll_fx()
     outcome["campaigns_reloaded"] = service.poll_campaigns()
     await asyncio.to_thread(service.keeper.refresh)
     return json_response(outcome)

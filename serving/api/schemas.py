@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from bidding.fx import CURRENCY_PATTERN
 from features.ipanon import IPV4_PREFIX, IPV6_PREFIX
 from features.schema import AUCTION_TYPES, CHANNELS, DEVICE_TYPES
 
@@ -30,12 +31,16 @@ NoBidReason = Literal[
     "region_not_targeted", "device_type_not_targeted", "os_not_targeted", "hour_not_targeted",
     "weekday_not_targeted", "publisher_blocked", "publisher_not_allowed", "segment_excluded",
     "segment_not_targeted", "ip_blocked", "frequency_cap_reached", "no_campaigns",
-    "no_fitting_creative", "rule_no_bid", "no_allowed_creative", "ledger_unavailable",
+    "no_fitting_creative", "rule_no_bid", "no_allowed_creative", "currency_not_supported",
+    "fx_rate_unavailable", "ledger_unavailable",
 ]  # fmt: skip
 
 Text = Annotated[str, Field(max_length=256)]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Price = Annotated[float, Field(ge=0, allow_inf_nan=False, description="CPM, account currency")]
+Currency = Annotated[
+    str, Field(pattern=CURRENCY_PATTERN, description="ISO 4217 code such as EUR", examples=["EUR"])
+]
 PositivePrice = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
 Pixels = Annotated[int, Field(ge=0, le=100_000)]
@@ -183,8 +188,16 @@ class BidImpression(Impression):
     )
 
     impression_id: Id
-    floor_price: Price = Field(description="Floor CPM; 0 when the exchange sets none.")
+    floor_price: Price = Field(
+        description="Floor CPM (in `currency`); 0 when the exchange sets none."
+    )
     auction_type: AuctionType = Field(description="OpenRTB `at`: 1 = first, 2 = second price.")
+    currency: Currency | None = Field(
+        default=None,
+        description="Currency of the floor and of the answer's prices; default the account "
+        "currency. Another one is converted at the rate of event_time's date (BIDOPT_FX_FILE); "
+        "one without a rate is a no-bid (currency_not_supported, fx_rate_unavailable).",
+    )
 
 
 CAMPAIGN_EXAMPLE: dict[str, Any] = {
@@ -268,13 +281,15 @@ class V1BidRequest(BaseModel):
 class BidResult(BaseModel):
     impression_id: str
     bid: bool
-    price: float | None = Field(description="Bid CPM; null on a no-bid.")
+    price: float | None = Field(description="Bid CPM, in `currency`; null on a no-bid.")
+    currency: str = Field(description="Currency of price and expected_value.")
     campaign_id: str | None
     creative_id: str | None
     pctr: Probability | None
     pcvr: Probability | None
     expected_value: float | None = Field(
-        description="Value of the impression to the chosen campaign, CPM (before the max-bid cap)."
+        description="Value of the impression to the chosen campaign, CPM in `currency` (before "
+        "the max-bid cap)."
     )
     reason: NoBidReason | None = Field(description="Why there is no bid; null on a bid.")
     rule: str | None = Field(default=None, description="The campaign's bid rule that fired.")
@@ -295,6 +310,7 @@ class V1BidResponse(BaseModel):
                             "impression_id": "imp-1",
                             "bid": True,
                             "price": 2.1,
+                            "currency": "USD",
                             "campaign_id": "c-42",
                             "creative_id": "cr-2",
                             "pctr": 0.0123,
@@ -421,6 +437,11 @@ class ReloadResult(BaseModel):
         description="The campaigns file changed and was loaded (true) or refused (false); null "
         "when unchanged or not configured.",
     )
+    fx_reloaded: bool | None = Field(
+        default=None,
+        description="The FX file changed and was loaded (true) or refused (false); null when "
+        "unchanged or not configured.",
+    )
 
 
 MAX_EVENTS = 10_000
@@ -450,7 +471,12 @@ class Event(BaseModel):
         "[the campaign's flight start, now + 5 minutes] and older than 8 days.",
     )
     price: Annotated[Price, Field(le=1_000_000)] | None = Field(
-        default=None, description="Paying price, CPM in the account currency; required for a win."
+        default=None, description="Paying price, CPM in `currency`; required for a win."
+    )
+    currency: Currency | None = Field(
+        default=None,
+        description="Currency of price; default the account currency. Another one is converted "
+        "at the rate of the event's date before it is booked (BIDOPT_FX_FILE).",
     )
     value: Annotated[Price, Field(le=1e12)] | None = Field(
         default=None, description="Conversion value (account currency)."
@@ -499,11 +525,26 @@ class CampaignPerformance(BaseModel):
     cvr_over_pcvr: float | None
 
 
+class CampaignMoney(BaseModel):
+    currency: str = Field(description="The campaign's currency (the file's amounts).")
+    rate: float = Field(description="1 unit of `currency` in the account currency.")
+    rate_date: str = Field(description="The FX table's date the rate is from (its last, at load).")
+    original: dict[str, float] = Field(
+        description="Target, max bid and budgets as the file gave them, in `currency`."
+    )
+
+
 class CampaignStatus(BaseModel):
     id: str
     advertiser: str | None
     goal: str
     strategy: str
+    currency: str = Field(description="The campaign's currency; amounts here are the account's.")
+    fx: CampaignMoney | None = Field(
+        description="How the file's amounts were converted; null when in the account currency."
+    )
+    target: float
+    max_bid: float
     daily_budget: float
     total_budget: float | None
     timezone: str
@@ -514,6 +555,20 @@ class CampaignStatus(BaseModel):
     pacing_multiplier: float
     creatives: list[str]
     performance: CampaignPerformance
+
+
+class FxStatus(BaseModel):
+    file: str | None = Field(description="BIDOPT_FX_FILE; null: the account currency only.")
+    base: str | None
+    first_date: str | None
+    last_date: str | None = Field(description="Rates are used up to 5 days after it.")
+    currencies: list[str]
+    loaded_at: str | None
+    last_error: list[str] | None = Field(
+        description="Why the last change of the file was refused; the previous table is in use."
+    )
+    reloads_succeeded: int
+    reloads_failed: int
 
 
 class CampaignsStatus(BaseModel):
@@ -528,13 +583,34 @@ class CampaignsStatus(BaseModel):
                     "reloads_failed": 0,
                     "backend": "redis",
                     "degraded": False,
+                    "account_currency": "USD",
+                    "fx": {
+                        "file": "fx.csv",
+                        "base": "EUR",
+                        "first_date": "2025-05-26",
+                        "last_date": "2025-06-13",
+                        "currencies": ["EUR", "GBP", "USD"],
+                        "loaded_at": "2025-06-13T16:30:00+00:00",
+                        "last_error": None,
+                        "reloads_succeeded": 0,
+                        "reloads_failed": 0,
+                    },
                     "campaigns": [
                         {
                             "id": "cmp-004",
                             "advertiser": None,
                             "goal": "cpa",
                             "strategy": "value",
-                            "daily_budget": 100.0,
+                            "currency": "EUR",
+                            "fx": {
+                                "currency": "EUR",
+                                "rate": 1.136,
+                                "rate_date": "2025-06-13",
+                                "original": {"target": 22.0, "max_bid": 8.8, "daily_budget": 88.0},
+                            },
+                            "target": 24.992,
+                            "max_bid": 9.9968,
+                            "daily_budget": 99.968,
                             "total_budget": None,
                             "timezone": "UTC",
                             "day": "2025-06-01",
@@ -575,4 +651,6 @@ class CampaignsStatus(BaseModel):
     reloads_failed: int
     backend: str = Field(description="memory, redis, or 'memory (redis unreachable)'.")
     degraded: bool
+    account_currency: str = Field(description="Currency of budgets, spend and pacing.")
+    fx: FxStatus
     campaigns: list[CampaignStatus]

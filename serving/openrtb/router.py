@@ -7,6 +7,14 @@ format, sizes, video durations and the request's `badv` and `bcat` as creative c
 A malformed BidRequest is a 400 `{"detail", "field"}` (OpenRTB practice: the route is a
 `lane.BadRequestRoute`), never a 500; more imps than BIDOPT_MAX_IMPRESSIONS is a 413, as on /v1.
 
+Currencies: every imp's floor (`bidfloorcur`, OpenRTB's default USD) is converted into the
+account currency (BIDOPT_ACCOUNT_CURRENCY) for the decision, at the rate of the auction's date
+(UTC, `bidding.fx`); the bid goes back in a currency the request allows (`cur`): the account's
+when it is listed (or nothing is), else the first listed one the FX table (BIDOPT_FX_FILE)
+converts, and the BidResponse's `cur` says which. A currency without a rate is a no-bid with
+its reason (`currency_not_supported`, or `fx_rate_unavailable` when the table has the currency
+but no rate for the date). The bid currency is signed into the win notice with the bid price.
+
 Deadlines: when `tmax` minus the network margin is below the recent p99 handling time of this
 endpoint (`HandlingTimes`, fed by the metrics middleware), the answer is an immediate 204
 (`insufficient_time`) rather than a late bid the exchange would drop. Each bid carries a signed
@@ -22,6 +30,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from bidding.fx import FxUnavailable, Pricing, pricing
 from bidding.selection import Slot
 from serving import bidder
 from serving.api.schemas import ErrorBody
@@ -95,8 +104,13 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
     ):
         return no_bid(service, "insufficient_time")
     account = settings.account_currency
-    if body.cur and account not in body.cur:
-        return no_bid(service, "currency_not_supported")
+    fx = service.fx.table
+    now = datetime.now(UTC)
+    day = now.toordinal()
+    try:
+        money = pricing(body.cur, account, fx, day)
+    except FxUnavailable as exc:
+        return no_bid(service, exc.reason)
     predictor = service.holder.current
     if predictor is None:
         return no_bid(service, "models_not_ready")
@@ -105,14 +119,16 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
     campaigns = service.book.campaigns
     if not campaigns:
         return no_bid(service, "no_campaigns")
-    now = datetime.now(UTC)
     blocked = frozenset(d.strip().lower() for d in body.badv if d.strip())
     bcat = frozenset(c.strip().upper() for c in body.bcat if c.strip())
-    requests, slots, caps, reasons = [], [], [], []
+    requests, slots, caps, reasons, imps = [], [], [], [], []
     for imp, req in zip(body.imp, openrtb.to_impressions(body, now), strict=True):
-        if imp.bidfloorcur != account:
-            reasons.append("currency_not_supported")
+        try:
+            req["floor_price"] = money.floor(imp.bidfloor, imp.bidfloorcur)
+        except FxUnavailable as exc:
+            reasons.append(exc.reason)
             continue
+        imps.append(imp)
         req["exchange"] = exchange
         caps.append(fill_from_profile(req, service.keeper.store))
         slots.append(_slot(imp, blocked, bcat))
@@ -130,16 +146,17 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
             rng=service.rng,
         )
         service.log_decisions("openrtb", requests, [r for r, _ in decided], predictor.versions)
-        for req, (result, decision) in zip(requests, decided, strict=True):
+        for req, imp, (result, decision) in zip(requests, imps, decided, strict=True):
             service.metrics.count_bid("bid" if result["bid"] else result["reason"])
             if not decision.bid:
                 reasons.append(decision.reason)
                 continue
-            bids.append(_bid(service, body, req, decision.winner, campaigns, now))
+            price = money.bid(decision.winner.price, imp.bidfloor, imp.bidfloorcur)
+            bids.append(_bid(service, body, req, decision.winner, campaigns, now, price, money))
     if not bids:
         return no_bid(service, reasons[0] if reasons else "no_bid")
     return json_response(
-        {"id": body.id, "seatbid": [{"bid": bids, "seat": "bidopt"}], "cur": account}
+        {"id": body.id, "seatbid": [{"bid": bids, "seat": "bidopt"}], "cur": money.currency}
     )
 
 
@@ -150,10 +167,12 @@ def _bid(
     winner: Any,
     campaigns: Any,
     now: datetime,
+    price: float,
+    money: Pricing,
 ) -> dict[str, Any]:
+    """One bid, `price` in the response's currency."""
     campaign = campaigns[winner.campaign_id]
     creative = next(c for c in campaign.creatives if c.id == winner.creative_id)
-    price = round(winner.price, 6)
     bid: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "impid": str(req["impression_id"]),
@@ -171,6 +190,7 @@ def _bid(
             user_id=str(req.get("user_id") or ""),
             bid_time=now,
             bid_price=price,
+            bid_currency=money.currency,
         ),
     }
     if creative.width is not None:

@@ -4,15 +4,23 @@ from a BidRequest's impressions to the canonical request fields the models were 
 Exchanges send far more than this; unknown fields are ignored (OpenRTB's extension rule), while a
 field bidopt reads with the wrong type is a 400 naming it. The device IP is anonymised here,
 before anything else sees it, exactly as at ingestion.
+
+Geography is the user's: `device.geo` (where the device is), else `user.geo` (the user's home),
+never the publisher's. OpenRTB writes countries as ISO 3166-1 alpha-3 ("FRA"); the logs, the
+models and campaign targeting use alpha-2 ("FR"), so the code is mapped here (pycountry's ISO
+table, loaded once); an alpha-2 code, as some exchanges send, is kept.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import pycountry
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from bidding.fx import CURRENCY_PATTERN
 from features.ipanon import anonymise_ip
 
 # OpenRTB 2.6 list 5.21 (device type) -> canonical device_type
@@ -26,6 +34,14 @@ DEVICE_TYPES: Final = {
     7: "ctv",
 }
 CTV_DEVICES: Final = frozenset({3, 7})
+
+
+def _upper(v: object) -> object:
+    return v.strip().upper() if isinstance(v, str) else v
+
+
+# ISO 4217 code; exchanges disagree on case, not on meaning (as for countries in targeting)
+Currency = Annotated[str, BeforeValidator(_upper), Field(pattern=CURRENCY_PATTERN)]
 
 
 class _Obj(BaseModel):
@@ -70,7 +86,7 @@ class Imp(_Obj):
     video: Video | None = None
     native: Native | None = None
     bidfloor: float = Field(0.0, ge=0, allow_inf_nan=False)
-    bidfloorcur: str = "USD"
+    bidfloorcur: Currency = "USD"  # OpenRTB's default
     tagid: str | None = None
 
     @model_validator(mode="after")
@@ -143,6 +159,7 @@ class Data(_Obj):
 class User(_Obj):
     id: str | None = None
     buyeruid: str | None = None
+    geo: Geo | None = None
     data: list[Data] = []
 
 
@@ -172,7 +189,7 @@ class BidRequest(_Obj):
     user: User | None = None
     at: Literal[1, 2] = 2
     tmax: int | None = Field(None, ge=0)
-    cur: list[str] = []
+    cur: list[Currency] = []
     bcat: list[str] = []
     badv: list[str] = []
 
@@ -258,6 +275,19 @@ def channel_of(req: BidRequest, imp: Imp) -> str:
     return "app" if req.app is not None else "web"
 
 
+@functools.cache
+def _alpha2() -> dict[str, str]:
+    return {c.alpha_3: c.alpha_2 for c in pycountry.countries}
+
+
+def country_code(value: str | None) -> str | None:
+    """ISO 3166-1 alpha-2 for an OpenRTB country (alpha-3, or alpha-2 from lax exchanges)."""
+    if not value:
+        return None
+    code = value.strip().upper()
+    return _alpha2().get(code, code) if len(code) == 3 else code
+
+
 def segments_of(user: User | None) -> list[str]:
     if user is None:
         return []
@@ -268,7 +298,8 @@ def to_impressions(req: BidRequest, now: datetime | None = None) -> list[dict[st
     """One canonical request dict (features.schema.REQUEST_FIELDS) per imp of the BidRequest."""
     now = now or datetime.now(UTC)
     device = req.device or Device()
-    geo = device.geo or Geo()
+    geo = device.geo or (req.user.geo if req.user is not None else None) or Geo()
+    country = country_code(geo.country)
     publisher = None
     if req.site is not None:
         publisher = req.site.domain or (req.site.publisher.domain if req.site.publisher else None)
@@ -297,7 +328,7 @@ def to_impressions(req: BidRequest, now: datetime | None = None) -> list[dict[st
                 "os": device.os.lower() if device.os else None,
                 "browser": _browser(device.ua),
                 "ip": ip,
-                "country": geo.country,
+                "country": country,
                 "region": geo.region,
                 "city": geo.city,
                 "user_segments": segments,

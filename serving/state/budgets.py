@@ -23,6 +23,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Final
 
+from bidding.campaign_fx import Converted
 from bidding.campaigns import Campaign
 from bidding.pacing import PacingState, PidGains, even_plan, local_day, new_state, step
 from bidding.selection import CampaignState
@@ -146,6 +147,10 @@ class BudgetKeeper:
                     "advertiser": c.advertiser,
                     "goal": c.goal,
                     "strategy": c.strategy,
+                    "currency": c.fx.currency if c.fx is not None else self.book.account_currency,
+                    "fx": _money(c.fx),
+                    "target": c.target,
+                    "max_bid": c.max_bid,
                     "daily_budget": c.daily_budget,
                     "total_budget": c.total_budget,
                     "timezone": c.timezone,
@@ -158,6 +163,17 @@ class BudgetKeeper:
                 }
             )
         return out
+
+
+def _money(fx: Converted | None) -> dict[str, Any] | None:
+    if fx is None:
+        return None
+    return {
+        "currency": fx.currency,
+        "rate": fx.rate,
+        "rate_date": fx.rate_date.isoformat(),
+        "original": dict(fx.original),
+    }
 
 
 def _state_from(saved: Mapping[str, Any] | None, start: float, budget: float) -> PacingState | None:

@@ -1,9 +1,12 @@
 """The campaigns the service bids for: loaded from the TOML file at start, hot-reloaded on change.
 
-The file is validated by `bidding.campaigns.load_campaigns` (pure); this module owns the I/O: the
-initial load (an invalid file stops the service before it listens), and the polling of the file's
-modification time. A changed file that fails validation is refused: the previous campaigns keep
-bidding and the errors show in the log, /v1/campaigns and /metrics. Like the model pair, the
+The file is validated by `bidding.campaigns.load_campaigns` (pure) and campaigns in their own
+currency converted into the account currency at the FX table's latest rate
+(`bidding.campaign_fx`; the table is the one loaded when the campaigns file is read); this
+module owns the I/O: the initial load (an invalid file stops the service before it listens),
+and the polling of the file's modification time. A changed file that fails validation is
+refused: the previous campaigns keep bidding and the errors show in the log, /v1/campaigns and
+/metrics. Like the model pair, the
 loaded campaigns are one immutable mapping replaced by a single assignment.
 """
 
@@ -11,27 +14,32 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from bidding.campaigns import Campaign, CampaignError, load_campaigns
+from bidding.campaign_fx import load_in_account_currency
+from bidding.campaigns import Campaign, CampaignError
+from bidding.fx import FxTable
 
 log = logging.getLogger("bidopt.campaigns")
 
 
-def read_campaigns(path: Path) -> dict[str, Campaign]:
-    """Read and validate a campaigns file; CampaignError (one line per problem) when invalid."""
+def read_campaigns(
+    path: Path, account_currency: str = "USD", fx: FxTable | None = None
+) -> dict[str, Campaign]:
+    """Read and validate a campaigns file, amounts in `account_currency`; CampaignError (one
+    line per problem) when invalid."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CampaignError([f"{path}: cannot read: {e}"]) from None
-    return load_campaigns(text, str(path))
+    return load_in_account_currency(text, str(path), account_currency, fx)
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -42,8 +50,15 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 class CampaignBook:
     """The loaded campaigns (`campaigns`, in file order) and how their last reload went."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        account_currency: str = "USD",
+        fx: Callable[[], FxTable | None] = lambda: None,
+    ) -> None:
         self.path = path
+        self.account_currency = account_currency
+        self._fx = fx  # the FX table in force, read at each load
         self.campaigns: Mapping[str, Campaign] = MappingProxyType({})
         self.loaded_at: str | None = None
         self.last_error: list[str] | None = None
@@ -51,8 +66,9 @@ class CampaignBook:
         self.reloads_failed = 0
         self._stamp: tuple[int, int] | None = None
         if path is not None:
-            self._stamp = _stamp(path)
-            self._install(read_campaigns(path))  # invalid: raise, the service must not start
+            self._stamp = file_stamp(path)
+            # invalid: raise, the service must not start
+            self._install(read_campaigns(path, account_currency, fx()))
 
     def _install(self, campaigns: dict[str, Campaign]) -> None:
         self.campaigns = MappingProxyType(campaigns)
@@ -63,12 +79,12 @@ class CampaignBook:
         """Reload if the file changed: True = new campaigns, False = refused, None = unchanged."""
         if self.path is None:
             return None
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return None
         self._stamp = stamp
         try:
-            campaigns = read_campaigns(self.path)
+            campaigns = read_campaigns(self.path, self.account_currency, self._fx())
         except CampaignError as e:
             self.last_error = e.errors
             self.reloads_failed += 1

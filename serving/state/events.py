@@ -24,11 +24,12 @@ campaign does not run, would book spend to a day whose budget nobody checks.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from datetime import time as clock
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from bidding.campaigns import Campaign
+from bidding.fx import FxTable, FxUnavailable, factor
 from serving.api.schemas import Event
 from serving.errors import UnknownCampaign, field_error
 from serving.state.budgets import day_key
@@ -36,6 +37,10 @@ from serving.state.performance import Performance
 from serving.state.store import EVENT_TTL_S, TOTAL, Store
 
 MAX_SKEW_S: Final = 300.0  # clocks of exchanges and this service may disagree by minutes
+# A converted price may sit this far above the max bid: the bid was converted at the rate in
+# force then, and the table can gain the day's new rate before the win is reported (the ECB's
+# daily moves stay well under 2%). The OpenRTB win notice checks exactly, in the bid currency.
+FX_TOLERANCE: Final = 0.02
 
 
 def flight_start_s(campaign: Campaign) -> float | None:
@@ -45,17 +50,27 @@ def flight_start_s(campaign: Campaign) -> float | None:
     return datetime.combine(campaign.flight.start, clock(0), campaign.tz).timestamp()
 
 
+class Checked(NamedTuple):
+    """An event found bookable: when (epoch seconds) and, for a win, its price in the account
+    currency."""
+
+    time: float
+    price: float | None
+
+
 def check_batch(
     events: Sequence[Event],
     campaigns: Mapping[str, Campaign],
     now: float,
     *,
+    account_currency: str = "USD",
+    fx: FxTable | None = None,
     skew_s: float = MAX_SKEW_S,
     max_age_s: float = EVENT_TTL_S,
-) -> list[float]:
-    """Each event's time (epoch seconds; `now` when it gave none) once the whole batch is known
-    to be bookable; else the first problem, raised before anything is applied."""
-    times = []
+) -> list[Checked]:
+    """Each event's time (`now` when it gave none) and account-currency price once the whole
+    batch is known to be bookable; else the first problem, raised before anything is applied."""
+    checked = []
     for i, ev in enumerate(events):
         c = campaigns.get(ev.campaign_id)
         if c is None:
@@ -81,15 +96,26 @@ def check_batch(
                 "in which event ids are remembered (it could be counted twice)",
                 ev.time.isoformat() if ev.time else None,
             )
-        if ev.type == "win" and ev.price is not None and ev.price > c.max_bid:
+        price = ev.price
+        currency = ev.currency or account_currency
+        if price is not None and currency != account_currency:
+            day = datetime.fromtimestamp(t, UTC).toordinal()
+            try:
+                price = price * factor(fx, currency, account_currency, day)
+            except FxUnavailable as exc:
+                loc = ("body", "events", i, "currency")
+                raise field_error(loc, exc.detail, ev.currency) from None
+        limit = c.max_bid if currency == account_currency else c.max_bid * (1 + FX_TOLERANCE)
+        if ev.type == "win" and price is not None and price > limit:
+            said = f"{ev.price:g} {currency} = " if currency != account_currency else ""
             raise field_error(
                 ("body", "events", i, "price"),
-                f"paying price {ev.price:g} is above campaign {c.id!r}'s max bid {c.max_bid:g}: "
-                "no auction pays more than the bid",
+                f"paying price {said}{price:g} {account_currency} is above campaign {c.id!r}'s "
+                f"max bid {c.max_bid:g}: no auction pays more than the bid",
                 ev.price,
             )
-        times.append(t)
-    return times
+        checked.append(Checked(t, price))
+    return checked
 
 
 def claim_events(events: Sequence[Event], store: Store) -> list[bool]:
@@ -107,13 +133,15 @@ def release_events(events: Sequence[Event], claimed: Sequence[bool], store: Stor
 
 def ledger_records(
     events: Sequence[Event],
-    times: Sequence[float],
+    checked: Sequence[Checked],
     claimed: Sequence[bool],
     campaigns: Mapping[str, Campaign],
+    account_currency: str = "USD",
 ) -> list[dict[str, Any]]:
-    """The accepted events as ledger records, with the spend each win books and where."""
+    """The accepted events as ledger records, with the spend each win books and where: the
+    price as reported (`price`, `currency`) and in the account currency (`amount`, /1000)."""
     out = []
-    for ev, t, mine in zip(events, times, claimed, strict=True):
+    for ev, (t, price), mine in zip(events, checked, claimed, strict=True):
         if not mine:
             continue
         record: dict[str, Any] = {
@@ -128,7 +156,8 @@ def ledger_records(
             c = campaigns[ev.campaign_id]
             record.update(
                 price=ev.price,
-                amount=(ev.price or 0.0) / 1000.0,
+                currency=ev.currency or account_currency,
+                amount=(price or 0.0) / 1000.0,
                 day=day_key(c, t),
                 total=c.total_budget is not None,
             )
