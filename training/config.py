@@ -1,8 +1,9 @@
 """Training settings: documented TOML defaults, an optional TOML file, then `--set` overrides.
 
 Read once at the edge (the CLI) and passed down as a frozen `TrainConfig`; nothing here touches
-disk on import. Every value is cast to the type of its default, so a typo fails here with the
-key's name instead of deep inside LightGBM.
+disk on import. The merged tables are validated by typed pydantic models (`Settings`: one per
+section, each value's type and range), so a typo or an impossible value fails here with the
+key's name instead of deep inside LightGBM; defaults.toml stays the one place defaults live.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Target = Literal["ctr", "cvr"]
 TARGETS: tuple[Target, ...] = ("ctr", "cvr")
@@ -25,6 +28,120 @@ DELAY_MODES: tuple[DelayMode, ...] = ("drop", "naive", "em")
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class Split(_Section):
+    train_frac: Fraction
+    valid_frac: Fraction
+    max_valid_rows: Annotated[int, Field(ge=0, description="0: every validation row")]
+
+    @model_validator(mode="after")
+    def _leaves_a_test_window(self) -> Split:
+        if self.train_frac + self.valid_frac >= 1:
+            raise ValueError("split.train_frac + split.valid_frac must leave a test window (< 1)")
+        return self
+
+
+class Cvr(_Section):
+    attribution_days: Positive
+    delay: str
+    delay_by: str
+    delay_prior: Positive
+    em_iterations: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _known_delay(self) -> Cvr:
+        if self.delay not in DELAY_MODES:
+            raise ValueError(
+                f"cvr.delay must be one of {', '.join(DELAY_MODES)}, not {self.delay!r}"
+            )
+        return self
+
+
+class Spec(_Section):
+    min_count: Annotated[int, Field(ge=1)]
+    max_vocab: Annotated[int, Field(ge=1)]
+    max_segments: Annotated[int, Field(ge=0)]
+    lift_key: str
+    lift_prior: Positive
+
+
+class Calibration(_Section):
+    methods: str
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> Calibration:
+        methods = [m.strip() for m in self.methods.split(",") if m.strip()]
+        if not methods or any(m not in ("isotonic", "platt", "identity") for m in methods):
+            raise ValueError(
+                f"calibration.methods must list isotonic, platt or identity: {self.methods!r}"
+            )
+        return self
+
+
+class Promote(_Section):
+    max_ece_rel: Annotated[float, Field(ge=0)]
+
+
+class LightGbm(_Section):
+    learning_rate: Positive
+    num_leaves: Annotated[int, Field(ge=2)]
+    min_data_in_leaf: Annotated[int, Field(ge=0)]
+    feature_fraction: Annotated[float, Field(gt=0, le=1)]
+    bagging_fraction: Annotated[float, Field(gt=0, le=1)]
+    bagging_freq: Annotated[int, Field(ge=0)]
+    lambda_l2: Annotated[float, Field(ge=0)]
+    min_data_per_group: Annotated[int, Field(ge=1)]
+    cat_smooth: Annotated[float, Field(ge=0)]
+    cat_l2: Annotated[float, Field(ge=0)]
+    max_cat_to_onehot: Annotated[int, Field(ge=1)]
+    max_cat_threshold: Annotated[int, Field(ge=1)]
+    max_bin: Annotated[int, Field(ge=2)]
+    num_boost_round: Annotated[int, Field(ge=1)]
+    early_stopping_rounds: Annotated[int, Field(ge=0)]
+    num_threads: Annotated[int, Field(ge=0)]
+    seed: int
+
+
+class Settings(_Section):
+    """Every section as resolved for one target."""
+
+    split: Split
+    cvr: Cvr
+    spec: Spec
+    calibration: Calibration
+    promote: Promote
+    lightgbm: LightGbm
+
+
+def _validated(resolved: Mapping[str, Mapping[str, Any]], origin: str) -> Settings:
+    """The typed settings, or one ConfigError naming the key (and where it came from)."""
+    try:
+        return Settings.model_validate(resolved)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        kind = err["type"]
+        if kind.endswith(("_parsing", "_type")) and len(loc) == 2:
+            field = Settings.model_fields[loc[0]].annotation.model_fields[loc[1]]  # type: ignore[union-attr]
+            base = getattr(field.annotation, "__name__", str(field.annotation))
+            msg = f"{origin}: {loc[1]}={err['input']!r} is not a valid {base} ({key})"
+        elif kind == "value_error":
+            msg = str(err["ctx"]["error"])
+        elif kind == "extra_forbidden":
+            msg = f"{origin}: unknown key {key!r}"
+        else:
+            msg = f"{origin}: {key} {err['msg'].lower()} (got {err['input']!r})"
+        raise ConfigError(msg) from None
 
 
 @dataclass(frozen=True)
@@ -80,34 +197,6 @@ class TrainConfig:
 def _defaults() -> dict[str, dict[str, Any]]:
     text = resources.files("training").joinpath("defaults.toml").read_text()
     return tomllib.loads(text)
-
-
-def _cast(key: str, raw: object, default: object, origin: str) -> Any:
-    """Cast `raw` to the type of `default`; bool before int since bool is an int subclass."""
-    kind = type(default)
-    try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("true", "1", "yes", "on"):
-                return True
-            if text in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            if isinstance(raw, float) and not raw.is_integer():
-                raise ValueError
-            if isinstance(raw, str) and not raw.strip().lstrip("+-").isdigit():
-                raise ValueError
-            return int(raw)  # type: ignore[call-overload]
-        if kind is float:
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(raw)  # type: ignore[arg-type]
-        return str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{origin}: {key}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def _base_section(section: str) -> str | None:
@@ -168,45 +257,15 @@ def load_config(
             for key, value in values.items():
                 if key not in defaults:
                     raise ConfigError(f"config {path}: unknown key {section}.{key}")
-                base[section][key] = _cast(f"{section}.{key}", value, defaults[key], str(path))
+                base[section][key] = value
+        for t in TARGETS:  # every table of the file, whichever model it is for
+            _validated(_resolve(base, t), f"config {path}")
     resolved = _resolve(base, target)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = (s.strip() for s in item.split("=", 1))
         section, name = _find(resolved, key, "--set", target)
-        resolved[section][name] = _cast(name, value, resolved[section][name], "--set")
-    _check(resolved)
-    return TrainConfig(target=target, sections=resolved)
-
-
-def _check(cfg: Mapping[str, Mapping[str, Any]]) -> None:
-    split = cfg["split"]
-    if not (0 < split["train_frac"] < 1 and 0 < split["valid_frac"] < 1):
-        raise ConfigError("split.train_frac and split.valid_frac must be in (0, 1)")
-    if split["train_frac"] + split["valid_frac"] >= 1:
-        raise ConfigError("split.train_frac + split.valid_frac must leave a test window (< 1)")
-    if split["max_valid_rows"] < 0:
-        raise ConfigError("split.max_valid_rows must be 0 (all rows) or positive")
-    cvr = cfg["cvr"]
-    if cvr["attribution_days"] <= 0:
-        raise ConfigError("cvr.attribution_days must be positive")
-    if cvr["delay"] not in DELAY_MODES:
-        raise ConfigError(
-            f"cvr.delay must be one of {', '.join(DELAY_MODES)}, not {cvr['delay']!r}"
-        )
-    if cvr["em_iterations"] < 1:
-        raise ConfigError("cvr.em_iterations must be at least 1")
-    if cvr["delay_prior"] <= 0:
-        raise ConfigError("cvr.delay_prior must be positive")
-    lgbm = cfg["lightgbm"]
-    if lgbm["num_boost_round"] < 1:
-        raise ConfigError("lightgbm.num_boost_round must be at least 1")
-    if lgbm["learning_rate"] <= 0:
-        raise ConfigError("lightgbm.learning_rate must be positive")
-    methods = [m.strip() for m in str(cfg["calibration"]["methods"]).split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("isotonic", "platt", "identity")]
-    if not methods or bad:
-        raise ConfigError(
-            f"calibration.methods must list isotonic, platt or identity: {cfg['calibration']}"
-        )
+        resolved[section][name] = value
+    settings = _validated(resolved, "--set" if overrides else "defaults")
+    return TrainConfig(target=target, sections=settings.model_dump())
