@@ -149,7 +149,7 @@ class ModelHolder:
                     loaded[key] = LoadedModel.build(ref, *read_version(ref, dirs[key]))
                 except VersionRefused as e:
                     raise SideRefused(key, e) from e
-        return Predictor.build(loaded["ctr"], loaded["cvr"]), refs
+        return Predictor.build(loaded["ctr"], loaded["cvr"], fresh=tuple(new)), refs
 
     def close(self) -> None:
         """Nothing is held open between loads (proofs are one process each, waited for)."""

@@ -124,11 +124,16 @@ class Predictor:
     pair: PairEncoder | None  # both specs in one pass; None when they are identical
 
     @classmethod
-    def build(cls, ctr: LoadedModel, cvr: LoadedModel) -> Predictor:
+    def build(
+        cls, ctr: LoadedModel, cvr: LoadedModel, fresh: tuple[str, ...] = ("ctr", "cvr")
+    ) -> Predictor:
+        """The pair, smoke-checked on its `fresh` sides only: a side reused from the pair being
+        served is already checked, and its single-row buffers belong to the thread serving
+        requests (checking it from the reload thread raced them: wrong scores, a refusal)."""
         shared = ctr.bundle.spec.to_json() == cvr.bundle.spec.to_json()
         pair = None if shared else PairEncoder(ctr.encoder, cvr.encoder)
         predictor = cls(ctr=ctr, cvr=cvr, pair=pair)
-        predictor.smoke_check()
+        predictor.smoke_check(fresh)
         return predictor
 
     @property
@@ -176,10 +181,11 @@ class Predictor:
             cvr_rows.append(b)
         return self.score_rows(ctr_rows, cvr_rows)
 
-    def smoke_check(self) -> None:
-        """Each model of the pair passes `smoke_check_model` (also loads the batch path's
+    def smoke_check(self, sides: tuple[str, ...] = ("ctr", "cvr")) -> None:
+        """Each model of `sides` passes `smoke_check_model` (also loads the batch path's
         compiled forest before the first request needs it)."""
-        for model in (self.ctr, self.cvr):
+        for key in sides:
+            model = getattr(self, key)
             smoke_check_model(model, f"{model.ref.name} v{model.ref.version}")
 
 
