@@ -86,7 +86,8 @@ def main() -> None:
         base_env = {**env, "PYTHONPATH": str(base_tree)}
         serve = [sys.executable, "-m", "serving.cli", "serve", "--port"]
         floor = Proc(floor_cmd, env, work, work / "floor.log", "0")
-        head = Proc([*serve, str(ports["head"])], env, ROOT, work / "head.log", "0")
+        (work / "head").mkdir()  # its ledger goes there, not into the checkout
+        head = Proc([*serve, str(ports["head"])], env, work / "head", work / "head.log", "0")
         base = Proc([*serve, str(ports["base"])], base_env, base_tree, work / "base.log", "0")
         procs = [floor, head, base]
         floor.wait_ok(f"http://127.0.0.1:{ports['floor']}/", "POST", {})
