@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from features.bundle import ModelBundle
+from serving.models.predictor import LoadedModel, Predictor
+from serving.models.registry import ModelRef
 from tests.helpers.serving import Server, run_server, train_tiny_bundles
 
 
@@ -35,3 +38,13 @@ def live(
     uri, _ = serving_store
     with run_server(uri, tmp_path_factory.mktemp("live")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_bundles: dict[str, Path]) -> Predictor:
+    """The tiny pair, loaded, for the in-process app tests (set as the holder's current)."""
+    models = {
+        k: LoadedModel.build(ModelRef(f"bidopt-{k}", "champion", "1", None), ModelBundle.load(v))
+        for k, v in tiny_bundles.items()
+    }
+    return Predictor.build(models["ctr"], models["cvr"])

@@ -23,10 +23,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from features.bundle import ModelBundle
 from serving.app import create_app
-from serving.models.predictor import LoadedModel, Predictor
-from serving.models.registry import ModelRef
+from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from serving.state.fx import FxBook
 from tests.serving.conftest import run_server
@@ -88,15 +86,6 @@ def fixture(name: str) -> dict[str, Any]:
     if not path.exists():
         pytest.skip(f"OpenRTB fixtures not found at {FIXTURES} (set BIDOPT_SHARED_OPENRTB)")
     return json.loads(path.read_text())
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_bundles: dict[str, Path]) -> Predictor:
-    models = {
-        k: LoadedModel.build(ModelRef(f"bidopt-{k}", "champion", "1", None), ModelBundle.load(v))
-        for k, v in tiny_bundles.items()
-    }
-    return Predictor.build(models["ctr"], models["cvr"])
 
 
 class Client:

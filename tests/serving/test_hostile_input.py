@@ -18,10 +18,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from features.bundle import ModelBundle
 from serving.app import create_app
-from serving.models.predictor import LoadedModel, Predictor
-from serving.models.registry import ModelRef
+from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from tests.serving.campaign_files import CAMPAIGNS
 
@@ -30,15 +28,6 @@ IMP = {"event_time": "2025-06-01T14:05:00Z", "channel": "web"}
 BID_IMP = {**IMP, "impression_id": "i1", "floor_price": 0.0, "auction_type": "second"}
 RTB = {"id": "r1", "imp": [{"id": "1", "bidfloor": 0.01, "banner": {"w": 320, "h": 50}}]}
 BIG = str(1 << 70)
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_bundles: dict[str, Path]) -> Predictor:
-    models = {
-        k: LoadedModel.build(ModelRef(f"bidopt-{k}", "champion", "1", None), ModelBundle.load(v))
-        for k, v in tiny_bundles.items()
-    }
-    return Predictor.build(models["ctr"], models["cvr"])
 
 
 @pytest.fixture

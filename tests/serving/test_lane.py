@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from features.bundle import ModelBundle
 from serving.app import create_app
 from serving.lane import Lane
-from serving.models.predictor import LoadedModel, Predictor
-from serving.models.registry import ModelRef
+from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from tests.serving.campaign_files import CAMPAIGNS
 
@@ -94,15 +91,6 @@ def answers(app: FastAPI, predictor: Predictor | None) -> dict[str, tuple[int, l
 
     asyncio.run(run())
     return out
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_bundles: dict[str, Path]) -> Predictor:
-    models = {
-        k: LoadedModel.build(ModelRef(f"bidopt-{k}", "champion", "1", None), ModelBundle.load(v))
-        for k, v in tiny_bundles.items()
-    }
-    return Predictor.build(models["ctr"], models["cvr"])
 
 
 def test_lane_and_router_answer_alike(tmp_path: Path, predictor: Predictor) -> None:

@@ -11,24 +11,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from features.bundle import ModelBundle
 from serving.app import create_app
-from serving.models.predictor import LoadedModel, Predictor
-from serving.models.registry import ModelRef
+from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from tests.serving.campaign_files import CAMPAIGNS
 
 IMP = {"event_time": "2025-06-01T14:05:00Z", "channel": "web", "floor_price": 0.0,
        "auction_type": "second", "slot_width": 320, "slot_height": 50}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_bundles: dict[str, Path]) -> Predictor:
-    models = {
-        k: LoadedModel.build(ModelRef(f"bidopt-{k}", "champion", "1", None), ModelBundle.load(v))
-        for k, v in tiny_bundles.items()
-    }
-    return Predictor.build(models["ctr"], models["cvr"])
 
 
 def make_app(tmp_path: Path, predictor: Predictor) -> FastAPI:
