@@ -34,7 +34,8 @@ BAR_US = 5.0
 async def run(uri: str, blocks: int, per_block: int, work: Path) -> None:
     from starlette.requests import Request
 
-    from features.ledger import frame, read_ledger
+    from features.ledger import frame
+    from features.ledger_store import read_ledger
     from serving.api.schemas import V1BidRequest
     from serving.api.scoring import bid
     from serving.app import create_app

@@ -162,7 +162,7 @@ def play_day(
 
 
 def ledger_counts(ledger: Path) -> dict[str, int]:
-    from features.ledger import read_ledger
+    from features.ledger_store import read_ledger
 
     counts = {"decisions": 0, "bid_decisions": 0, "wins": 0, "clicks": 0}
     for r in read_ledger(ledger):

@@ -11,7 +11,8 @@ endian) with a JSON payload (orjson). Length-prefixed records with a checksum ap
 `write`, survive a SIGKILL at any byte (a torn last record is detected by its length or its
 checksum and skipped with a warning, never a crash at start), and read back without a schema
 registry; JSON keeps them readable with `jq` after stripping the 8-byte headers, and closed
-segments are compacted to Parquet for the ecosystem (`ledger_logs.compact`).
+segments are compacted to Parquet for the ecosystem (`features.ledger_store`, which also owns
+the directory's layout and reads it back whole).
 
 Record kinds (`k`):
 - "d", a decision: time `t` (epoch µs), request and impression ids, the request fields the
@@ -91,15 +92,3 @@ def read_segment(path: Path, stats: ReadStats | None = None) -> Iterator[dict[st
             end - pos,
             pos,
         )
-
-
-def segments(directory: Path) -> list[Path]:
-    """Every segment under `directory` (each worker writes its own), oldest first by name."""
-    if not directory.is_dir():
-        return []
-    return sorted(directory.rglob(f"*{SEGMENT_SUFFIX}"), key=lambda p: p.name)
-
-
-def read_ledger(directory: Path, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
-    for path in segments(directory):
-        yield from read_segment(path, stats)

@@ -25,7 +25,8 @@ from typing import Any
 
 import polars as pl
 
-from features.ledger import DECISION, EVENT, ReadStats, read_ledger
+from features.ledger import DECISION, EVENT, ReadStats
+from features.ledger_store import read_ledger
 from features.profiles import COUNTER_COLUMNS, add_user_counters
 from features.schema import REQUEST_FIELDS, SCHEMA, conform
 from features.validation import validate

@@ -22,7 +22,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
-from features.ledger import ReadStats, read_ledger
+from features.ledger import ReadStats
+from features.ledger_store import read_ledger
 from serving import errors
 from serving.api import events, ops, scoring
 from serving.lane import Lane, direct_handlers
@@ -37,10 +38,12 @@ from serving.service import Service, state_loop
 from serving.settings import BidoptSettings
 from serving.state.budgets import BudgetKeeper
 from serving.state.campaigns import CampaignBook
+from serving.state.compaction import compaction_loop
 from serving.state.events import replay_ledger
 from serving.state.fx import FxBook
 from serving.state.ledger import Ledger
-from serving.state.store import make_store
+from serving.state.snapshot import SnapshotError, read_snapshot
+from serving.state.store import InMemoryStore, make_store
 
 log = logging.getLogger("bidopt.serving")
 
@@ -100,13 +103,17 @@ def create_app(settings: BidoptSettings) -> FastAPI:
         task = asyncio.create_task(holder.run(), name="bidopt-model-reload")
         await asyncio.to_thread(keeper.tick)
         service.sync_state_metrics()
-        state_task = asyncio.create_task(
-            state_loop(service, settings.state_refresh_s), name="bidopt-state"
-        )
+        tasks = [
+            task,
+            asyncio.create_task(state_loop(service, settings.state_refresh_s), name="bidopt-state"),
+        ]
+        if settings.ledger_compact_s > 0:
+            loop = compaction_loop(settings.ledger_dir, settings.ledger_compact_s)
+            tasks.append(asyncio.create_task(loop, name="bidopt-ledger-compaction"))
         try:
             yield
         finally:
-            for t in (task, state_task):
+            for t in tasks:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
@@ -140,22 +147,34 @@ def create_app(settings: BidoptSettings) -> FastAPI:
 
 def rebuild_state(service: Service) -> None:
     """In-process state (spend, event ids, user counters) and the performance window from the
-    ledger: a restart must not forget what was spent. (With Redis, Redis keeps the shared
-    view of spend; the performance window is this process's either way.)"""
+    ledger: a restart must not forget what was spent. The snapshot (state.snapshot) holds the
+    compacted segments; only the others are replayed. (With Redis, Redis keeps the shared view
+    of spend; the performance window is this process's either way.)"""
     settings, keeper = service.settings, service.keeper
     started = time.perf_counter()
+    local = keeper.store if isinstance(keeper.store, InMemoryStore) else None
+    try:
+        snap = read_snapshot(settings.ledger_dir)
+    except SnapshotError as exc:
+        log.warning("%s: replaying the whole ledger instead", exc)
+        snap = None
+    if snap is not None:
+        if local is not None:
+            local.import_state(snap.store.export_state())
+        service.performance.import_state(snap.performance.export_state())
     stats = ReadStats()
-    records = read_ledger(settings.ledger_dir, stats)
-    count = replay_ledger(
-        records, keeper.store if keeper.store.backend == "memory" else None, service.performance
-    )
-    if stats.records:
+    records = read_ledger(settings.ledger_dir, stats, skip=snap.covered if snap else ())
+    count = replay_ledger(records, local, service.performance)
+    if stats.records or snap is not None:
         log.info(
-            "state rebuilt from the ledger at %s: %d events of %d records in %.2f s",
+            "state rebuilt from the ledger at %s in %.2f s: a snapshot of %d segments (%d "
+            "events), then %d events of %d records replayed",
             settings.ledger_dir,
+            time.perf_counter() - started,
+            len(snap.covered) if snap else 0,
+            snap.events if snap else 0,
             count,
             stats.records,
-            time.perf_counter() - started,
         )
 
 

@@ -235,6 +235,39 @@ def register(app: typer.Typer) -> None:
         )
         serve(settings)
 
+    ledger = typer.Typer(help="The service's ledger of decisions and events.", no_args_is_help=True)
+    ledger.command("compact")(ledger_compact)
+    app.add_typer(ledger, name="ledger")
+
+
+def ledger_compact(
+    ledger: Annotated[
+        Path, typer.Option(help="The ledger directory (the service's BIDOPT_LEDGER_DIR)")
+    ] = Path("ledger"),
+    quiet_if_busy: Annotated[
+        bool,
+        typer.Option(
+            help="Exit 0 silently if another compaction is running; say nothing if nothing was new"
+        ),
+    ] = False,
+) -> None:
+    """Compact the ledger's closed segments to Parquet (by date and hour), fold them into the
+    start-up snapshot, and remove their segment files. Safe while the service runs."""
+    from serving.state.compaction import CompactionBusy, run_compaction
+
+    try:
+        report = run_compaction(ledger)
+    except CompactionBusy as exc:
+        if quiet_if_busy:
+            return
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if report.compacted.compacted or report.folded.folded or not quiet_if_busy:
+        typer.echo(report.line())
+
 
 def main() -> None:
     """`python -m serving.cli serve ...`: the same command without the other packages."""

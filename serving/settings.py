@@ -91,6 +91,13 @@ class BidoptSettings(BaseSettings):
         le=60_000,
         description="Decisions are written at least this often (events: before their 200).",
     )
+    ledger_compact_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds between compactions of the ledger's closed segments (Parquet and "
+        "the start-up snapshot), each in a child process; 0 = never (run `bidopt ledger "
+        "compact` yourself).",
+    )
     nobid_sample_rate: float = Field(
         default=0.01,
         ge=0,

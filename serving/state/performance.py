@@ -58,6 +58,31 @@ class Performance:
                     slot[3] += 1
                     slot[4] += r.get("value") or 0.0
 
+    def export_state(self) -> dict[str, Any]:
+        """The predictions kept and the hourly buckets, for the ledger's snapshot (NaN, a
+        prediction the decision did not have, becomes null)."""
+
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        with self._lock:
+            return {
+                "predicted": [[k, num(a), num(b)] for k, (a, b) in self._predicted.items()],
+                "buckets": {c: [[b, *v] for b, v in bs.items()] for c, bs in self._buckets.items()},
+            }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        def num(x: float | None) -> float:
+            return math.nan if x is None else float(x)
+
+        with self._lock:
+            for k, a, b in state["predicted"]:
+                self.note_bid(str(k), num(a), num(b))
+            for c, bs in state["buckets"].items():
+                buckets = self._buckets.setdefault(str(c), {})
+                for b, *values in bs:
+                    buckets[int(b)] = [float(v) for v in values]
+
     def _slot(self, campaign_id: str, t: float) -> list[float]:
         buckets = self._buckets.setdefault(campaign_id, {})
         return buckets.setdefault(int(t // BUCKET_S), [0.0] * len(FIELDS))

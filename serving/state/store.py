@@ -174,6 +174,35 @@ class InMemoryStore:
                 return build_profile((), [], [], now_us)
             return build_profile(u["segments"], list(u["imps"]), list(u["clicks"]), now_us)
 
+    def export_state(self) -> dict[str, Any]:
+        """What the ledger's snapshot keeps (serving.state.snapshot): event ids, spend, user
+        histories, in their LRU order. Pacing is not derived from the ledger: left out."""
+        with self._lock:
+            users = [
+                [uid, list(u["segments"]), [list(x) for x in u["imps"]],
+                 [list(x) for x in u["clicks"]]]
+                for uid, u in self._users.items()
+            ]  # fmt: skip
+            return {
+                "events": list(self._events),
+                "spend": [[c, d, v] for (c, d), v in self._spend.items()],
+                "users": users,
+            }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Restore `export_state`'s output (on top of nothing: at start-up)."""
+        now = time.time()
+        with self._lock:
+            for event_id in state["events"]:
+                self._events.touch(str(event_id), now)
+            for c, d, v in state["spend"]:
+                self._spend[(str(c), str(d))] = float(v)
+            for uid, segments, imps, clicks in state["users"]:
+                u = self._user(str(uid))
+                u["segments"] = tuple(segments)
+                u["imps"].extend((int(t), str(c)) for t, c in imps)
+                u["clicks"].extend((int(t), str(c)) for t, c in clicks)
+
 
 class RedisStore:
     """Shared state in Redis: spend by HINCRBYFLOAT, event ids by SET NX, histories as ZSETs."""
