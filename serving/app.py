@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import time
@@ -42,7 +43,7 @@ from serving.state.compaction import compaction_loop
 from serving.state.events import replay_ledger
 from serving.state.fx import FxBook
 from serving.state.ledger import Ledger
-from serving.state.snapshot import SnapshotError, read_snapshot
+from serving.state.snapshot import SnapshotError, bulk_load, read_snapshot
 from serving.state.store import InMemoryStore, make_store
 
 log = logging.getLogger("bidopt.serving")
@@ -150,6 +151,12 @@ def rebuild_state(service: Service) -> None:
     ledger: a restart must not forget what was spent. The snapshot (state.snapshot) holds the
     compacted segments; only the others are replayed. (With Redis, Redis keeps the shared view
     of spend; the performance window is this process's either way.)"""
+    with bulk_load():
+        _rebuild(service)
+    gc.freeze()  # what was loaded lives as long as the process: out of every later collection
+
+
+def _rebuild(service: Service) -> None:
     settings, keeper = service.settings, service.keeper
     started = time.perf_counter()
     local = keeper.store if isinstance(keeper.store, InMemoryStore) else None
@@ -160,8 +167,8 @@ def rebuild_state(service: Service) -> None:
         snap = None
     if snap is not None:
         if local is not None:
-            local.import_state(snap.store.export_state())
-        service.performance.import_state(snap.performance.export_state())
+            local.adopt(snap.store)
+        service.performance.adopt(snap.performance)
     stats = ReadStats()
     records = read_ledger(settings.ledger_dir, stats, skip=snap.covered if snap else ())
     count = replay_ledger(records, local, service.performance)

@@ -71,6 +71,11 @@ class Performance:
                 "buckets": {c: [[b, *v] for b, v in bs.items()] for c, bs in self._buckets.items()},
             }
 
+    def adopt(self, other: Performance) -> None:
+        """Take `other`'s predictions and buckets (see InMemoryStore.adopt)."""
+        with self._lock:
+            self._predicted, self._buckets = other._predicted, other._buckets
+
     def import_state(self, state: dict[str, Any]) -> None:
         def num(x: float | None) -> float:
             return math.nan if x is None else float(x)

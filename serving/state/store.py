@@ -113,12 +113,17 @@ class InMemoryStore:
 
     def __init__(self, max_users: int = 200_000, max_events: int = 2_000_000) -> None:
         self._lock = threading.Lock()
+        self._max_events, self._max_users = max_events, max_users
         self._events = _Bounded(max_events)
         self._spend: dict[tuple[str, str], float] = {}
         self._pacing: dict[str, dict[str, Any]] = {}
         self._users = _Bounded(max_users)
 
     def _user(self, user_id: str) -> dict[str, Any]:
+        u = self._users.get(user_id)
+        if u is not None:  # the common case: no new deques built only to be thrown away
+            self._users.move_to_end(user_id)
+            return u  # type: ignore[no-any-return]
         return self._users.touch(
             user_id,
             {
@@ -189,19 +194,29 @@ class InMemoryStore:
                 "users": users,
             }
 
+    def adopt(self, other: InMemoryStore) -> None:
+        """Take `other`'s ledger-derived state (events, spend, users) as this store's: start-up
+        loads a snapshot into a fresh store, then hands it over whole, so a snapshot that fails
+        half-way leaves this store untouched."""
+        with self._lock:
+            self._events, self._spend, self._users = other._events, other._spend, other._users
+            self._events.max_items, self._users.max_items = self._max_events, self._max_users
+
     def import_state(self, state: dict[str, Any]) -> None:
         """Restore `export_state`'s output (on top of nothing: at start-up)."""
         now = time.time()
         with self._lock:
-            for event_id in state["events"]:
-                self._events.touch(str(event_id), now)
+            events = state["events"][-self._max_events :]
+            if not all(isinstance(e, str) for e in events):
+                raise TypeError("events: every id must be a string")
+            self._events.update(dict.fromkeys(events, now))
             for c, d, v in state["spend"]:
                 self._spend[(str(c), str(d))] = float(v)
-            for uid, segments, imps, clicks in state["users"]:
+            for uid, segments, imps, clicks in state["users"][-self._max_users :]:
                 u = self._user(str(uid))
                 u["segments"] = tuple(segments)
-                u["imps"].extend((int(t), str(c)) for t, c in imps)
-                u["clicks"].extend((int(t), str(c)) for t, c in clicks)
+                u["imps"].extend(map(tuple, imps))
+                u["clicks"].extend(map(tuple, clicks))
 
 
 class RedisStore:
