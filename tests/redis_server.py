@@ -80,8 +80,10 @@ class RedisProcess:
             pytest.skip(message)
         self.binary, self.workdir, self.port = binary, workdir, free_port()
         persist = ["--appendonly", "yes", "--appendfsync", "always"] if aof else []
+        # DEBUG SLEEP (from loopback) lets a test stall Redis past a client's timeout
         self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--dir", str(workdir), *(persist or ["--appendonly", "no"])]  # fmt: skip
+                     "--dir", str(workdir), *(persist or ["--appendonly", "no"]),
+                     "--enable-debug-command", "local"]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 

@@ -34,7 +34,7 @@ from serving.api.schemas import Event
 from serving.errors import UnknownCampaign, field_error
 from serving.state.budgets import day_key
 from serving.state.performance import Performance
-from serving.state.store import EVENT_TTL_S, TOTAL, Store
+from serving.state.store import EVENT_TTL_S, Store
 
 MAX_SKEW_S: Final = 300.0  # clocks of exchanges and this service may disagree by minutes
 # A converted price may sit this far above the max bid: the bid was converted at the rate in
@@ -173,17 +173,11 @@ def apply_records(records: Sequence[Mapping[str, Any]], store: Store) -> dict[st
     touched: set[str] = set()
     by_type: dict[str, int] = {}
     for r in records:
-        kind, cid, uid = r["type"], r["cid"], r.get("uid")
+        kind, cid = r["type"], r["cid"]
         by_type[kind] = by_type.get(kind, 0) + 1
+        store.book_event(r)
         if kind == "win":
-            store.add_spend(cid, r["day"], r["amount"])
-            if r.get("total"):
-                store.add_spend(cid, TOTAL, r["amount"])
             touched.add(cid)
-            if uid is not None:
-                store.record_impression(uid, cid, r["t"], r["id"])
-        elif kind == "click" and uid is not None:
-            store.record_click(uid, cid, r["t"], r["id"])
     return {"touched": sorted(touched), "by_type": by_type}
 
 

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -24,6 +25,7 @@ WEEK_US: Final = US_PER_WINDOW["7d"]
 DAY_US: Final = US_PER_WINDOW["24h"]
 EVENT_TTL_S: Final = 8 * 24 * 3600
 TOTAL: Final = "total"  # the day key under which a campaign's flight total is kept
+SPEND_TTL_S: Final = 3 * 24 * 3600  # a day's spend hash; flight totals never expire
 HISTORY_PER_USER: Final = 2000  # recent events kept per user; beyond this the oldest are dropped
 
 
@@ -74,6 +76,13 @@ class Store(Protocol):
 
     def release_event(self, event_id: str) -> None:
         """Forget a claim whose event could not be made durable (a retry then counts it)."""
+        ...
+
+    def book_event(self, record: Mapping[str, Any]) -> None:
+        """Book one accepted event's effects (its ledger record, `events.ledger_records`): a
+        win's spend under its day and flight total and the user's impression, a click the
+        user's click. Once per event id wherever the store can know it (Redis: atomically,
+        with the id marked applied), so a retry after an ambiguous failure counts nothing twice."""
         ...
 
     def add_spend(self, campaign_id: str, day: str, amount: float) -> float: ...
@@ -143,6 +152,17 @@ class InMemoryStore:
     def release_event(self, event_id: str) -> None:
         with self._lock:
             self._events.pop(event_id, None)
+
+    def book_event(self, record: Mapping[str, Any]) -> None:
+        kind, cid, uid = record["type"], record["cid"], record.get("uid")
+        if kind == "win":
+            self.add_spend(cid, record["day"], record["amount"])
+            if record.get("total"):
+                self.add_spend(cid, TOTAL, record["amount"])
+            if uid is not None:
+                self.record_impression(uid, cid, record["t"], record["id"])
+        elif kind == "click" and uid is not None:
+            self.record_click(uid, cid, record["t"], record["id"])
 
     def add_spend(self, campaign_id: str, day: str, amount: float) -> float:
         with self._lock:
@@ -219,6 +239,29 @@ class InMemoryStore:
                 u["clicks"].extend(map(tuple, clicks))
 
 
+# KEYS: event id, day spend hash, flight total hash ("" = none), user history zset ("" = none)
+# ARGV: mode (claimed | claim), campaign, amount, day ttl, history member, its score, the score
+#       below which history is cut, the rank above which it is cut, event id ttl
+BOOK_EVENT: Final = """
+local state = redis.call('GET', KEYS[1])
+if state == 'a' or (ARGV[1] == 'claim' and state) then return 0 end
+redis.call('SET', KEYS[1], 'a', 'EX', ARGV[9])
+local amount = tonumber(ARGV[3])
+if KEYS[2] ~= '' and amount ~= 0 then
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if KEYS[3] ~= '' and amount ~= 0 then redis.call('HINCRBYFLOAT', KEYS[3], ARGV[2], ARGV[3]) end
+if KEYS[4] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[7])
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, ARGV[8])
+  redis.call('EXPIRE', KEYS[4], ARGV[9])
+end
+return 1
+"""
+
+
 class RedisStore:
     """Shared state in Redis: spend by HINCRBYFLOAT, event ids by SET NX, histories as ZSETs."""
 
@@ -231,12 +274,33 @@ class RedisStore:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
         )
         self._p = prefix
+        self._book = self._r.register_script(BOOK_EVENT)
 
     def ping(self) -> bool:
         return bool(self._r.ping())
 
     def claim_event(self, event_id: str) -> bool:
-        return bool(self._r.set(f"{self._p}ev:{event_id}", 1, nx=True, ex=EVENT_TTL_S))
+        """SET NX to "p" (claimed, pending); `book_event` turns it to "a" (applied)."""
+        return bool(self._r.set(f"{self._p}ev:{event_id}", "p", nx=True, ex=EVENT_TTL_S))
+
+    def book_event(self, record: Mapping[str, Any], *, claimed: bool = True) -> bool:
+        """Apply the event atomically (one Lua script) unless its id is marked applied; with
+        `claimed=False` (a claim made only locally, during an outage) also unless anyone
+        holds its id. True if applied here, False if it was a duplicate."""
+        kind, cid, uid, t = record["type"], record["cid"], record.get("uid"), int(record["t"])
+        keys = [f"{self._p}ev:{record['id']}", "", "", ""]
+        amount = 0.0
+        if kind == "win":
+            amount = float(record["amount"])
+            keys[1] = f"{self._p}spend:{record['day']}"
+            if record.get("total"):
+                keys[2] = f"{self._p}spend:{TOTAL}"
+        if uid is not None and kind in ("win", "click"):
+            keys[3] = f"{self._p}{'imp' if kind == 'win' else 'clk'}:{uid}"
+        member = f"{t}|{cid}|{record['id']}"
+        args = ["claimed" if claimed else "claim", cid, repr(amount), SPEND_TTL_S, member, t,
+                t - WEEK_US - DAY_US, -HISTORY_PER_USER - 1, EVENT_TTL_S]  # fmt: skip
+        return bool(self._book(keys=keys, args=args))
 
     def release_event(self, event_id: str) -> None:
         self._r.delete(f"{self._p}ev:{event_id}")
@@ -246,7 +310,7 @@ class RedisStore:
         pipe = self._r.pipeline()
         pipe.hincrbyfloat(key, campaign_id, amount)
         if day != TOTAL:  # a flight total lives as long as the flight, however long no win comes
-            pipe.expire(key, 3 * 24 * 3600)
+            pipe.expire(key, SPEND_TTL_S)
         return float(pipe.execute()[0])
 
     def spend(self, campaign_id: str, day: str) -> float:
@@ -305,10 +369,13 @@ class ResilientStore:
       plus what it booked itself since (never 0: a campaign already over budget stays over), and
       `BudgetKeeper` lets each of `workers` workers spend at most its share of what was left (a
       pre-authorised slice per bidder, as RTBkit's banker does).
-    - Events booked while degraded are kept, each with its claim, spend and profile updates, and
-      replayed into Redis when it answers again, before anything else is read from it: the event
-      id is claimed there first (SET NX), so an event counted during the outage is counted once
-      across it, never twice.
+    - Every event whose booking did not reach Redis is kept by id, with its record and whether
+      its claim did (a claim may reach Redis and the booking not: the connection can drop
+      between the two, or a reply time out after Redis applied it). When Redis answers again
+      they are replayed, before anything else is read from it, by the same atomic script a live
+      booking uses (`RedisStore.book_event`): an event whose id Redis holds as applied is not
+      booked again, and one claimed only here is booked only if nobody else holds its id, so an
+      event is counted once across an outage, never twice, and a timeout never double counts.
     Redis is tried again after `retry_s`.
     """
 
@@ -320,9 +387,9 @@ class ResilientStore:
         self._lock = threading.RLock()
         self._seen: dict[tuple[str, str], float] = {}  # last shared spend read, per (id, day)
         self._since: dict[tuple[str, str], float] = {}  # booked locally while degraded
-        # [event id, claimed in Redis yet, [(method, args), ...]] booked while degraded, in
-        # order: replayed on return, op by op, so a replay cut short resumes where it stopped
-        self._unsynced: list[list[Any]] = []
+        # event id -> [claimed in Redis, its record once booked locally (None until then)],
+        # in order; replayed on return, so a replay cut short resumes where it stopped
+        self._unsynced: dict[str, list[Any]] = {}
         self.resynced_events = 0
         self.resync_duplicates = 0
 
@@ -334,7 +401,7 @@ class ResilientStore:
     def unsynced(self) -> int:
         return len(self._unsynced)
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         import redis
 
         with self._lock:
@@ -342,7 +409,7 @@ class ResilientStore:
                 try:
                     if self._unsynced:
                         self._resync()
-                    result = getattr(self.primary, name)(*args)
+                    result = getattr(self.primary, name)(*args, **kwargs)
                 except (redis.ConnectionError, redis.TimeoutError) as e:
                     self._down_until = time.monotonic() + self.retry_s
                     if not self.degraded:
@@ -353,17 +420,22 @@ class ResilientStore:
                         log.warning("redis reachable again: shared state restored")
                     self.degraded, self.last_error = False, None
                     return result
-            return self._local(name, args)
+            return self._local(name, args, kwargs)
 
-    def _local(self, name: str, args: tuple[Any, ...]) -> Any:
+    def _local(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if name == "book_event":
+            record = args[0]
+            self._unsynced[record["id"]] = [kwargs.get("claimed", True), record]
+            self.local.book_event(record)
+            for key in _spend_keys(record):
+                self._since[key] = self._since.get(key, 0.0) + record["amount"]
+            return None
         result = getattr(self.local, name)(*args)
         if name == "claim_event" and result:
-            self._unsynced.append([args[0], False, []])
+            self._unsynced[args[0]] = [False, None]
         elif name == "release_event":
-            self._unsynced = [u for u in self._unsynced if u[0] != args[0]]
-        elif name in ("add_spend", "record_impression", "record_click") and self._unsynced:
-            self._unsynced[-1][2].append((name, args))
-        if name == "add_spend":
+            self._unsynced.pop(args[0], None)
+        elif name == "add_spend":
             key = (args[0], args[1])
             self._since[key] = self._since.get(key, 0.0) + args[2]
             return self._seen.get(key, 0.0) + self._since[key]
@@ -373,34 +445,33 @@ class ResilientStore:
         return result
 
     def _resync(self) -> None:
-        """Replay what was booked while degraded; raises (and keeps the rest) if Redis drops
-        again halfway."""
-        while self._unsynced:
-            group = self._unsynced[0]
-            event_id, claimed, ops = group
-            if not claimed:
-                if not self.primary.claim_event(event_id):
-                    self.resync_duplicates += 1  # already counted in Redis: once, not twice
-                    self._forget(ops)
-                    self._unsynced.pop(0)
-                    continue
-                group[1] = True
-            while ops:
-                name, args = ops[0]
-                getattr(self.primary, name)(*args)
-                self._forget(ops[:1])
-                ops.pop(0)
-            self.resynced_events += 1
-            self._unsynced.pop(0)
-        self._since.clear()
-        log.warning("redis: %d events booked during the outage replayed", self.resynced_events)
+        """Replay what was booked while degraded (see the class); raises, keeping the rest, if
+        Redis drops again halfway. A claim whose booking has not come yet (its request is
+        still writing the ledger) is left for that booking."""
+        replayed = 0
+        for event_id, (claimed, record) in list(self._unsynced.items()):
+            if record is None:
+                continue
+            if self.primary.book_event(record, claimed=claimed):
+                self.resynced_events += 1
+                replayed += 1
+            else:
+                self.resync_duplicates += 1  # already counted in Redis: once, not twice
+            del self._unsynced[event_id]
+            for key in _spend_keys(record):
+                self._since[key] = self._since.get(key, 0.0) - record["amount"]
+        if replayed:
+            log.warning("redis: %d events booked during the outage replayed", replayed)
 
-    def _forget(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Spend now in Redis (or never to be: a duplicate) leaves the degraded view."""
-        for name, args in ops:
-            if name == "add_spend":
-                key = (args[0], args[1])
-                self._since[key] = self._since.get(key, 0.0) - args[2]
+    def book_event(self, record: Mapping[str, Any]) -> None:
+        """A claim made here while Redis was down is booked in Redis only if nobody else holds
+        its id (`claimed=False`); any other, as claimed."""
+        with self._lock:
+            pending = self._unsynced.get(record["id"])
+            self._call("book_event", record, claimed=pending is None or pending[0])
+            pending = self._unsynced.get(record["id"])
+            if pending is not None and pending[1] is None:
+                del self._unsynced[record["id"]]  # booked in Redis, not here
 
     def spend_split(self, campaign_id: str, day: str) -> tuple[float, float]:
         """(last shared spend seen, booked here since) while degraded; (spend, 0) otherwise."""
@@ -442,6 +513,13 @@ class ResilientStore:
 
     def profile(self, user_id: str, now_us: int) -> Profile:
         return self._call("profile", user_id, now_us)  # type: ignore[no-any-return]
+
+
+def _spend_keys(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if record["type"] != "win":
+        return []
+    keys = [(record["cid"], record["day"])]
+    return [*keys, (record["cid"], TOTAL)] if record.get("total") else keys
 
 
 def make_store(redis_url: str | None) -> Store:
