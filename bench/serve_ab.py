@@ -1,13 +1,16 @@
 """The service of two commits side by side: /v1/bid req/s against the floor, for each.
 
-    python bench/serve_ab.py --base c094bd9 [--rounds 4] [--duration 8] [--tracking-uri URI]
+    python bench/serve_ab.py --base c094bd9 [--head REV] [--rounds 4] [--duration 8]
+                             [--tracking-uri URI]
 
 A change that moves code around (a restructure, a new middleware) must not make the service
 slower. This runs the working tree's service and `--base`'s (checked out with `git worktree` in
 a temporary directory, same virtual environment, same models), plus the constant-reply floor of
 bench/serve_load.py, all on core 0, and wrk on core 1; each round measures floor, this tree and
 the base one after another, so the three saw the same neighbours. Printed: req/s and p99 per
-round, each server's ratio to that round's floor, and the medians.
+round, each server's ratio to that round's floor, and the medians. `--head REV` runs that
+revision instead of the working tree (e.g. a restructure's last commit, before later features
+that cost time by design and are measured by their own benches).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--base", required=True, help="git revision to compare against")
+    ap.add_argument("--head", default=None, help="git revision to run (default: this tree)")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--rows", type=int, default=100_000, help="quickstart rows if no champion")
     ap.add_argument("--rounds", type=int, default=4)
@@ -71,6 +75,14 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
+    head_tree = ROOT
+    if args.head:
+        head_tree = work / "head-tree"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(head_tree), args.head],
+            check=True,
+            capture_output=True,
+        )
     procs: list[Proc] = []
     try:
         uri = ensure_store(args.tracking_uri, args.rows, work)
@@ -84,10 +96,11 @@ def main() -> None:
         ]  # fmt: skip
         env = venv_env(BIDOPT_TRACKING_URI=uri)
         base_env = {**env, "PYTHONPATH": str(base_tree)}
+        head_env = {**env, "PYTHONPATH": str(head_tree)}
         serve = [sys.executable, "-m", "serving.cli", "serve", "--port"]
         floor = Proc(floor_cmd, env, work, work / "floor.log", "0")
         (work / "head").mkdir()  # its ledger goes there, not into the checkout
-        head = Proc([*serve, str(ports["head"])], env, work / "head", work / "head.log", "0")
+        head = Proc([*serve, str(ports["head"])], head_env, work / "head", work / "head.log", "0")
         base = Proc([*serve, str(ports["base"])], base_env, base_tree, work / "base.log", "0")
         procs = [floor, head, base]
         floor.wait_ok(f"http://127.0.0.1:{ports['floor']}/", "POST", {})
@@ -117,7 +130,8 @@ def main() -> None:
                 flush=True,
             )
         print(
-            f"\nmedian over {args.rounds} rounds: head {statistics.median(ratios['head']):.3f} of "
+            f"\nmedian over {args.rounds} rounds: head {args.head or 'tree'} "
+            f"{statistics.median(ratios['head']):.3f} of "
             f"the floor ({statistics.median(rps['head']):.0f} req/s), base {args.base} "
             f"{statistics.median(ratios['base']):.3f} ({statistics.median(rps['base']):.0f} "
             f"req/s); head / base, pairwise: "
@@ -126,11 +140,12 @@ def main() -> None:
     finally:
         for p in procs:
             p.stop()
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
-            check=False,
-            capture_output=True,
-        )
+        for tree in {base_tree, head_tree} - {ROOT}:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
         shutil.rmtree(work, ignore_errors=True)
 
 
