@@ -187,12 +187,16 @@ def rlb_against_linear(requests: list[dict[str, Any]]) -> None:
     assert isinstance(bidder, RlbBidder)
     rng = random.Random(3)
     now0 = time.time()
-    # (impression, plans for each side, scores, states, now): spend and time of day vary
+    # (impression, plans for each side, scores, states, now): the clock runs at 1,000 requests
+    # a second and the budget snapshot changes every 100 (the service refreshes it about once a
+    # second, and at once after each batch of events)
     cases = []
-    for r in requests:
+    left = 500.0
+    for i, r in enumerate(requests):
         imp = Impression.from_request(r)
         p = rng.uniform(1e-4, 0.004)
-        left = rng.uniform(1.0, 500.0)
+        if i % 100 == 0:
+            left = rng.uniform(1.0, 500.0)
         cases.append(
             (
                 imp,
@@ -200,7 +204,7 @@ def rlb_against_linear(requests: list[dict[str, Any]]) -> None:
                 prepare([rlb], imp),
                 {("lin", "a"): (p, 0.0), ("rlb", "a"): (p, 0.0)},
                 {"lin": CampaignState(1.0, left), "rlb": CampaignState(1.0, left)},
-                now0 + rng.uniform(0, 3600.0),
+                now0 + i / 1000.0,
             )
         )
     bid_share = {

@@ -129,19 +129,32 @@ class RlbBidder:
     expected_auctions: float  # per campaign-local day
     tz: ZoneInfo
     plan: PacingPlan | None = None  # traffic over the day; None: even
-    # (start, end, length) of the local day last seen: local_day costs microseconds
-    _day: list[float] = field(default_factory=lambda: [0.0, -math.inf, 1.0], repr=False)
+    # Memos, each one tuple swapped whole (a reader never sees half of an update): the local
+    # day last seen (start, end, length), as local_day costs microseconds; and the last state
+    # built (budget left, day start, state), as the budget snapshot changes about once a
+    # second and a frozen dataclass costs microseconds to build.
+    _day: list[tuple[float, float, float]] = field(
+        default_factory=lambda: [(0.0, -math.inf, 1.0)], repr=False
+    )
+    _last: list[tuple[float, float, PacingState | None]] = field(
+        default_factory=lambda: [(math.nan, math.nan, None)], repr=False
+    )
 
     def state(self, budget_left: float, now: float) -> PacingState:
         """The day's pacing state in price units; an unknown budget left (no snapshot yet)
         counts as the whole day's budget."""
-        day = self._day
-        if not (day[0] <= now < day[1]):
+        start, end, length = self._day[0]
+        if not (start <= now < end):
             start, length = local_day(now, self.tz)
-            day[:] = [start, start + length, length]
+            self._day[0] = (start, start + length, length)
+        left_then, start_then, state = self._last[0]
+        if state is not None and left_then == budget_left and start_then == start:
+            return state
         budget = self.daily_budget * PRICE_UNITS
         left = budget_left * PRICE_UNITS if budget_left < self.daily_budget else budget
-        return PacingState(budget, day[0], day[2], budget - left)
+        state = PacingState(budget, start, length, budget - left)
+        self._last[0] = (budget_left, start, state)
+        return state
 
     def bid(
         self,

@@ -16,13 +16,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
-from bidding.pacing import PacingPlan, PacingState, even_plan
+from bidding.pacing import PacingPlan, PacingState
 from bidding.strategies import BidStrategy, bid_one
 
 if TYPE_CHECKING:
     from bidding.winrate import WinCurve
-
-_EVEN = even_plan(1)
 
 
 class StateBidder(Protocol):
@@ -46,12 +44,15 @@ def auctions_left(
     state: PacingState, now: float, expected_auctions: float, plan: PacingPlan | None = None
 ) -> int:
     """Auctions expected from `now` (this one included) to the end of the period; 0 after it."""
-    if not (math.isfinite(expected_auctions) and expected_auctions > 0):
+    if not (0.0 < expected_auctions < math.inf):  # also false for NaN
         raise ValueError(f"expected_auctions: must be a number > 0, got {expected_auctions!r}")
     elapsed = (now - state.start) / state.length
     if elapsed >= 1.0:
         return 0
-    share = 1.0 - (plan or _EVEN).fraction(elapsed)
+    if plan is None:  # the even plan, inline: this runs once per impression in the service
+        share = 1.0 - elapsed if elapsed > 0.0 else 1.0
+    else:
+        share = 1.0 - plan.fraction(elapsed)
     return max(1, round(expected_auctions * share))
 
 
