@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import bidding.cli
@@ -222,3 +224,34 @@ def test_campaigns_check_lists_the_rlb_settings(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["campaigns", "check", str(tmp_path / "c.toml")])
     assert result.exit_code == 0, result.output
     assert "rlb (m.json, 2,000 auctions/day)" in result.output
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    left=st.floats(-1.0, 3.0),
+    when=st.floats(0.0, 1.0),
+    floor=st.floats(0.0, 5.0),
+    max_bid=st.floats(0.01, 20.0),
+)
+def test_the_service_bid_keeps_the_strategy_contract(
+    left: float, when: float, floor: float, max_bid: float
+) -> None:
+    """The checks test_strategy_contract.py makes of every strategy, on the service's path:
+    finite, >= 0, capped by the max bid and by what is left, floor kept, monotone in value,
+    nothing once the budget is spent."""
+    b = SOLVED.rlb_bidder
+    assert isinstance(b, RlbBidder)
+    start, length = local_day(NOW, SOLVED.tz)
+    now = start + when * length * 0.999
+    values = [SOLVED.goal_value.value(p) for p in (0.0, 0.0005, 0.002, 0.004, 0.01, 0.05)]
+    bids = [b.bid(v, left, now, floor=floor, max_bid=max_bid) for v in values]
+    prices = [p for p, _ in bids]
+    assert all(math.isfinite(p) and p >= 0.0 for p in prices)
+    if left <= 0:
+        assert all(r == "budget_spent" for _, r in bids)
+    assert all(p <= min(max_bid, max(left, 0.0) * PRICE_UNITS) for p in prices)
+    assert all(p == 0.0 or p >= floor for p in prices)
+    assert prices == sorted(prices)
+
+
+SOLVED = _solved()
