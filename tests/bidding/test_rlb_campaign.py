@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-import bidding.cli
 from bidding.campaign_fx import load_in_account_currency
 from bidding.campaigns import Campaign, CampaignError, load_campaigns
 from bidding.fx import parse_fx
@@ -210,20 +206,6 @@ def test_the_table_is_solved_for_the_day_budget_per_auction() -> None:
     assert np.all(np.diff(t.values[-1]) >= -1e-12)  # V non-decreasing in budget
     few = _solved(RLB.replace("auctions_per_day = 2000", "auctions_per_day = 10"))
     assert few.bid_strategy.table.horizon == 10  # type: ignore[attr-defined]
-
-
-def test_campaigns_check_lists_the_rlb_settings(tmp_path: Path) -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    bidding.cli.register(app)
-
-    @app.callback()
-    def main() -> None:
-        """bidopt"""
-
-    (tmp_path / "c.toml").write_text(RLB)
-    result = CliRunner().invoke(app, ["campaigns", "check", str(tmp_path / "c.toml")])
-    assert result.exit_code == 0, result.output
-    assert "rlb (m.json, 2,000 auctions/day)" in result.output
 
 
 @settings(max_examples=150, deadline=None)
