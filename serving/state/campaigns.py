@@ -129,7 +129,7 @@ class CampaignBook:
             )
             return False
         self._install(campaigns)
-        self._stamp = self._stamps(path)
+        self._stamp = (stamp[0], *self._stamps(path)[1:])  # the new campaigns' market files
         self.reloads_succeeded += 1
         log.info("campaigns reloaded from %s: %s", self.path, ", ".join(campaigns) or "none")
         return True
