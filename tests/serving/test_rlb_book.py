@@ -12,6 +12,7 @@ import pytest
 import typer
 
 from bidding.campaigns import CampaignError
+from bidding.fx import parse_fx
 from bidding.rlb_campaign import RlbBidder
 from serving.cli import check_startup
 from serving.settings import BidoptSettings
@@ -130,3 +131,18 @@ def test_reload_solves_only_what_changed_and_refuses_a_bad_market(
     assert book.poll() is True and _table(book) is not second
     assert book.last_error is None
     assert _table(book).table.market.step == 0.25  # type: ignore[attr-defined]
+
+
+def test_a_campaign_in_its_own_currency_has_its_market_converted(
+    tmp_path: Path, market: Path
+) -> None:
+    path = tmp_path / "campaigns.toml"
+    path.write_text(
+        RLB.format(budget=0.5, target=2.0, market="m.json").replace(
+            'id = "rlb-web"', 'id = "rlb-web"\ncurrency = "EUR"'
+        )
+    )
+    fx = parse_fx("date,base,currency,rate\n2025-06-06,EUR,USD,1.25\n")
+    book = CampaignBook(path, "USD", lambda: fx)
+    c = book.campaigns["rlb-web"]
+    assert c.daily_budget == 0.625 and _table(book).table.market.step == 0.5 * 1.25  # type: ignore[attr-defined]
