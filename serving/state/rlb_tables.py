@@ -8,6 +8,9 @@ previous campaigns keep bidding. No installed rlb campaign is ever without its t
 campaign built without one (`bidding.campaigns.load_campaigns` alone) does not bid
 (`rlb_not_ready`).
 
+Several tables to solve are solved side by side, one thread each up to the cores (the
+kernel runs without the GIL).
+
 Cached per (campaign, daily budget, auctions per day, horizon, grid, mean value, market-price
 model): a reload that leaves them alone (another campaign edited, a creative added) reuses the
 table; a new budget or a new histogram solves again. The cache keeps what the current file
@@ -22,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,34 +103,53 @@ class RlbTables:
     ) -> None:
         """Solve (or reuse) each rlb campaign's table and attach its bidder; CampaignError
         naming the campaign when a table cannot be solved."""
+        keys = {cid: _key(c, markets[cid]) for cid, c in campaigns.items() if c.rlb is not None}
+        todo = [cid for cid, key in keys.items() if key not in self._cache]
+        solved, errors = _solve_all({cid: campaigns[cid] for cid in todo}, markets, source)
+        if errors:
+            raise CampaignError(errors)
         used: dict[TableKey, Rlb] = {}
         last: dict[str, dict[str, Any]] = {}
-        errors = []
-        for cid, c in campaigns.items():
-            if c.rlb is None:
-                continue
-            key = _key(c, markets[cid])
-            table = self._cache.get(key) or used.get(key)
-            t0 = time.perf_counter()
-            reused = table is not None
-            if table is None:
-                try:
-                    table = solve_campaign(c.rlb, c.goal_value, c.daily_budget, markets[cid])
-                except ValueError as e:
-                    errors.append(f"{source}: campaign {cid!r}: rlb: cannot solve the table: {e}")
-                    continue
+        for cid, key in keys.items():
+            c = campaigns[cid]
+            assert c.rlb is not None
+            table, seconds = solved[cid] if cid in solved else (self._cache[key], 0.0)
             used[key] = table
             c.attach_rlb(RlbBidder(table, c.daily_budget, c.rlb.auctions_per_day, c.tz))
             last[cid] = {
                 "horizon": table.table.horizon,
                 "grid": int(table.table.values.shape[1]),
                 "mean_value": key[5],
-                "reused": reused,
-                "solve_s": round(time.perf_counter() - t0, 3),
+                "reused": cid not in solved,
+                "solve_s": round(seconds, 3),
             }
-            if not reused:
-                log.info("rlb table for %s solved in %.2f s", cid, last[cid]["solve_s"])
-        if errors:
-            raise CampaignError(errors)
         self._cache = used
         self.last = last
+
+
+def _solve_all(
+    campaigns: Mapping[str, Campaign], markets: Mapping[str, MarketModel], source: str
+) -> tuple[dict[str, tuple[Rlb, float]], list[str]]:
+    """(table, seconds) per campaign, one thread each up to the cores (the numba kernel
+    releases the GIL, so several campaigns solve side by side), and the failures."""
+    if not campaigns:
+        return {}, []
+    workers = min(len(campaigns), os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="bidopt-rlb") as pool:
+        futures = {cid: pool.submit(_solve_one, c, markets[cid]) for cid, c in campaigns.items()}
+    solved, errors = {}, []
+    for cid, future in futures.items():
+        try:
+            solved[cid] = future.result()
+        except ValueError as e:
+            errors.append(f"{source}: campaign {cid!r}: rlb: cannot solve the table: {e}")
+            continue
+        log.info("rlb table for %s solved in %.2f s", cid, solved[cid][1])
+    return solved, errors
+
+
+def _solve_one(c: Campaign, market: MarketModel) -> tuple[Rlb, float]:
+    assert c.rlb is not None
+    t0 = time.perf_counter()
+    table = solve_campaign(c.rlb, c.goal_value, c.daily_budget, market)
+    return table, time.perf_counter() - t0
