@@ -8,12 +8,13 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 
 from bidding.campaigns import CampaignError
 from bidding.fx import parse_fx
-from bidding.rlb_campaign import RlbBidder
+from bidding.rlb_campaign import RlbBidder, market_from_json, solve_campaign
 from serving.cli import check_startup
 from serving.settings import BidoptSettings
 from serving.state.campaigns import CampaignBook
@@ -146,3 +147,21 @@ def test_a_campaign_in_its_own_currency_has_its_market_converted(
     book = CampaignBook(path, "USD", lambda: fx)
     c = book.campaigns["rlb-web"]
     assert c.daily_budget == 0.625 and _table(book).table.market.step == 0.5 * 1.25  # type: ignore[attr-defined]
+
+
+def test_several_tables_solved_side_by_side_are_each_campaigns_own(
+    tmp_path: Path, market: Path
+) -> None:
+    one = RLB.format(budget=0.5, target=2.0, market="m.json").split("[[campaigns]]")[1]
+    text = "".join(
+        f"[[campaigns]]{one.replace('rlb-web', f'rlb-{i}').replace('0.5', str(0.2 * i + 0.1))}"
+        for i in range(3)
+    )
+    path = tmp_path / "campaigns.toml"
+    path.write_text(text)
+    book = CampaignBook(path)
+    for i in range(3):
+        c = book.campaigns[f"rlb-{i}"]
+        assert c.rlb is not None and c.daily_budget == pytest.approx(0.2 * i + 0.1)
+        alone = solve_campaign(c.rlb, c.goal_value, c.daily_budget, market_from_json(MARKET))
+        np.testing.assert_array_equal(c.bid_strategy.table.values, alone.table.values)  # type: ignore[attr-defined]
