@@ -7,12 +7,22 @@ whole decision (targeting, creative fit, values of 3 creatives, rules, choice, b
 on campaigns that every request reaches (worst case: nothing is filtered out early) and on the
 example file's campaigns (realistic: targeting drops most of them early).
 
+Also: an rlb campaign's price in the decision path (its table solved by the service's own
+loader, serving.state.campaigns.CampaignBook, on the iPinYou 1458 training histogram when
+../shared/data is there, else a synthetic one) against the same campaign bidding linear, A/B
+in alternating rounds: `decide` per impression (value, choice, price) and the bare price
+(`RlbBidder.bid`, i.e. the pacing state plus `bid_with_state`, against `bid_one`).
+
     .venv/bin/python bench/campaign_eval_speed.py
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -20,13 +30,44 @@ from pathlib import Path
 from typing import Any
 
 from bidding.campaigns import Campaign, load_campaigns
+from bidding.rlb_campaign import RlbBidder
 from bidding.rules import RuleContext
-from bidding.selection import Impression, Slot, decide, prepare, select, to_score
+from bidding.selection import CampaignState, Impression, Slot, decide, prepare, select, to_score
 from bidding.strategies import bid_one
+from serving.state.campaigns import CampaignBook
 
 N_CAMPAIGNS = 20
 N_REQUESTS = 1_000
 EXAMPLE = Path(__file__).resolve().parents[1] / "campaigns.example.toml"
+SHARED = Path(
+    os.environ.get(
+        "BIDOPT_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
+)
+TRAIN_INFO = SHARED / "ipinyou_rlb_episodes" / "1458.train-info.json"
+AB_ROUNDS = 5
+# the same campaign twice: bidding linear, and bidding rlb (defaults: T = 1,000, 2,048 points)
+AB_CAMPAIGNS = """
+[[campaigns]]
+id = "lin"
+goal = "cpc"
+target = 0.8
+max_bid = 20.0
+daily_budget = 500.0
+strategy = "linear"
+strategy_params = { base_bid = 0.5, avg_value = 0.64 }
+creatives = ["a"]
+
+[[campaigns]]
+id = "rlb"
+goal = "cpc"
+target = 0.8
+max_bid = 20.0
+daily_budget = 500.0
+strategy = "rlb"
+rlb = { market = "market.json", avg_ctr = 0.0008, auctions_per_day = 1000000 }
+creatives = ["a"]
+"""
 
 CAMPAIGN = """
 [[campaigns]]
@@ -123,6 +164,86 @@ def _scores(camps: list[Campaign], seed: int) -> dict[tuple[str, str], tuple[flo
     return {(c.id, cr.id): (rng.uniform(1e-4, 0.01), 0.05) for c in camps for cr in c.creatives}
 
 
+def _market() -> tuple[dict[str, Any], str]:
+    """iPinYou 1458's training histogram (fen CPM, as yuan: step 0.01), else a synthetic one."""
+    if TRAIN_INFO.exists():
+        counts = json.loads(TRAIN_INFO.read_text())["market_price_counts_train"]
+        return {"market_price_counts": counts, "step": 0.01}, "iPinYou 1458 training histogram"
+    counts = [round(1e4 * math.exp(-((math.log(i + 1) - 4.2) ** 2) / 0.5)) for i in range(300)]
+    return {"market_price_counts": counts, "step": 0.01}, "synthetic histogram"
+
+
+def rlb_against_linear(requests: list[dict[str, Any]]) -> None:
+    """rlb's price in the decision path against linear's, A/B in alternating rounds."""
+    market, where = _market()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "market.json").write_text(json.dumps(market))
+        (Path(tmp) / "campaigns.toml").write_text(AB_CAMPAIGNS)
+        t0 = time.perf_counter()
+        book = CampaignBook(Path(tmp) / "campaigns.toml")
+        solve_s = time.perf_counter() - t0
+    lin, rlb = book.campaigns["lin"], book.campaigns["rlb"]
+    bidder = rlb.rlb_bidder
+    assert isinstance(bidder, RlbBidder)
+    rng = random.Random(3)
+    now0 = time.time()
+    # (impression, plans for each side, scores, states, now): the clock runs at 1,000 requests
+    # a second and the budget snapshot changes every 100 (the service refreshes it about once a
+    # second, and at once after each batch of events)
+    cases = []
+    left = 500.0
+    for i, r in enumerate(requests):
+        imp = Impression.from_request(r)
+        p = rng.uniform(1e-4, 0.004)
+        if i % 100 == 0:
+            left = rng.uniform(1.0, 500.0)
+        cases.append(
+            (
+                imp,
+                prepare([lin], imp),
+                prepare([rlb], imp),
+                {("lin", "a"): (p, 0.0), ("rlb", "a"): (p, 0.0)},
+                {"lin": CampaignState(1.0, left), "rlb": CampaignState(1.0, left)},
+                now0 + i / 1000.0,
+            )
+        )
+    bid_share = {
+        k: sum(decide(c[i], c[0], c[3], c[4], now=c[5]).bid for c in cases) / len(cases)
+        for k, i in (("linear", 1), ("rlb", 2))
+    }
+    assert bid_share["rlb"] > 0.2, bid_share  # the rlb side really prices (floors refuse some)
+    gv, lin_strategy = lin.goal_value, lin.bid_strategy
+    sides: dict[str, Callable[[Any], object]] = {
+        "linear decide": lambda c: decide(c[1], c[0], c[3], c[4], now=c[5]),
+        "rlb decide": lambda c: decide(c[2], c[0], c[3], c[4], now=c[5]),
+        "linear price": lambda c: bid_one(
+            lin_strategy, gv.value(c[3]["lin", "a"][0]), max_bid=20.0,
+            budget_left=c[4]["lin"].budget_left,
+        ),
+        "rlb price": lambda c: bidder.bid(
+            gv.value(c[3]["rlb", "a"][0]), c[4]["rlb"].budget_left, c[5], max_bid=20.0
+        ),
+    }  # fmt: skip
+    best = {k: math.inf for k in sides}
+    for _ in range(AB_ROUNDS):  # alternate the sides: a disturbed round hits both
+        for k, fn in sides.items():
+            best[k] = min(best[k], _best(fn, cases, repeat=5))
+    us = 1e6
+    print(
+        f"\nrlb vs linear, one campaign, one creative ({where}; T = 1,000, "
+        f"{bidder.strategy.table.values.shape[1]} budget points; table solved at load in "
+        f"{solve_s:.2f} s); per impression, each chunk its best of 5 runs, best of "
+        f"{AB_ROUNDS} alternated rounds:"
+    )
+    print(f"  (bids made: linear {bid_share['linear']:.0%}, rlb {bid_share['rlb']:.0%})")
+    for what in ("decide", "price"):
+        a, b = best[f"linear {what}"], best[f"rlb {what}"]
+        print(
+            f"  {what:7s} linear {a * us:6.3f} µs   rlb {b * us:6.3f} µs   "
+            f"rlb / linear {b / a:5.2f}x   (+{(b - a) * us:.3f} µs)"
+        )
+
+
 def main() -> None:
     text = "".join(CAMPAIGN.format(i=i, tz=ZONES[i % len(ZONES)]) for i in range(N_CAMPAIGNS))
     camps = list(load_campaigns(text, "bench").values())
@@ -181,6 +302,7 @@ def main() -> None:
         f"example file ({len(example)} campaigns), select(): {t_example * us:7.3f} µs per campaign"
     )
     print(f"bar: rules <= 5 µs per campaign:    {'PASS' if t_rules <= 5e-6 else 'FAIL'}")
+    rlb_against_linear(requests)
 
 
 if __name__ == "__main__":

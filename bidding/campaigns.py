@@ -12,6 +12,8 @@
     timezone = "Europe/Paris"    # the campaign's day (pacing, flight) and hours; default UTC
     strategy = "lagrangian"      # see bidding.strategies.STRATEGY_NAMES (aliases: lin, const, rand)
     strategy_params = { lam = 0.3 }
+    # strategy = "rlb" instead takes a [campaigns.rlb] table (bidding.rlb_campaign.RlbConfig):
+    # rlb = { market = "market.json", avg_ctr = 0.0008, auctions_per_day = 2_000_000 }
     exploration = "epsilon"      # creative choice: greedy (default) | epsilon | thompson
     epsilon = 0.1
     flight = { start = 2025-03-01, end = 2025-05-31 }      # optional, inclusive, either end open
@@ -34,6 +36,10 @@ bare id as shorthand), so existing files stay valid; unknown fields stay errors,
 silently. Keep one model per TOML table and put cross-field checks in validators that raise
 `ValueError("<field>: <reason>")`, which `_describe` turns into the standard line (a
 validator that finds several problems joins them with newlines: one line each).
+An rlb campaign's table is solved by the service after validation (it reads the market-price
+file and takes seconds); until `attach_rlb` gives it one, it bids with `rlb_campaign.PENDING`
+(no bid, `rlb_not_ready`). `attach_rlb`, like `campaign_fx`'s `_fx`, is the one change made to
+a validated campaign, by its loader, before the campaign is installed.
 Derived objects (goal value, strategy, compiled targeting and rules) are built once, here, as
 private attributes, and read through `cached_property`: pydantic serves private attributes
 through a slow `__getattr__` (microseconds), a cached property from the instance dict (~0.1 µs),
@@ -64,7 +70,9 @@ from pydantic import (
 from bidding.creatives import Exploration
 from bidding.fx import CURRENCY_PATTERN
 from bidding.goals import Goal, GoalValue, goal_value
+from bidding.rlb_campaign import PENDING, RlbBidder, RlbConfig
 from bidding.rules import CompiledRules, Rule, compile_rules
+from bidding.stateful import StateBidder
 from bidding.strategies import BidStrategy, make_strategy, strategy_name
 from bidding.targeting import (
     Channel,
@@ -159,6 +167,7 @@ _HOT: Final = (
     "compiled_targeting",
     "compiled_rules",
     "has_rules",
+    "rlb_bidder",
 )
 
 CreativeIn = Annotated[Creative, BeforeValidator(_creative_shorthand)]
@@ -182,6 +191,7 @@ class Campaign(BaseModel):
     timezone: str = "UTC"
     strategy: str = "value"
     strategy_params: dict[str, float] = Field(default_factory=dict)
+    rlb: RlbConfig | None = None
     exploration: Exploration = "greedy"
     epsilon: float = Field(0.1, ge=0, le=1)
     flight: Flight | None = None
@@ -196,6 +206,7 @@ class Campaign(BaseModel):
     _targeting: CompiledTargeting = PrivateAttr()
     _rules: CompiledRules = PrivateAttr()
     _has_rules: bool = PrivateAttr(False)
+    _rlb_bidder: StateBidder | None = PrivateAttr(None)
     # set by bidding.campaign_fx when the money fields were converted into the account currency
     _fx: Any = PrivateAttr(None)
 
@@ -221,10 +232,17 @@ class Campaign(BaseModel):
         problems = []
         if self.goal == "roas" and self.value_per_conversion is None:
             problems.append("value_per_conversion: required for goal 'roas'")
-        try:
-            self._strategy = make_strategy(self.strategy, **self.strategy_params)
-        except ValueError as exc:
-            problems.append(f"strategy_params: {exc}")
+        if self.strategy == "rlb":
+            problems += self._rlb_problems()
+            self._strategy = PENDING
+            self._rlb_bidder = PENDING
+        else:
+            if self.rlb is not None:
+                problems.append("rlb: only for strategy 'rlb'")
+            try:
+                self._strategy = make_strategy(self.strategy, **self.strategy_params)
+            except ValueError as exc:
+                problems.append(f"strategy_params: {exc}")
         ids = [c.id for c in self.creatives]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -249,6 +267,33 @@ class Campaign(BaseModel):
         for name in _HOT:  # fill the cached properties now, not on the first request
             getattr(self, name)
         return self
+
+    def _rlb_problems(self) -> list[str]:
+        out = []
+        if self.strategy_params:
+            out.append("strategy_params: rlb takes none (its settings are the rlb table)")
+        if self.rlb is None:
+            out.append(
+                "rlb: required for strategy 'rlb', e.g. rlb = { market = \"market.json\", "
+                "avg_ctr = 0.001, auctions_per_day = 1000000 }"
+            )
+        else:
+            out += self.rlb.problems(self.goal)
+        return out
+
+    def attach_rlb(self, bidder: RlbBidder) -> None:
+        """Give an rlb campaign its solved table (the service's loader, before installing)."""
+        if self.strategy != "rlb":
+            raise ValueError(f"campaign {self.id!r}: attach_rlb on strategy {self.strategy!r}")
+        self._strategy = bidder.strategy
+        self._rlb_bidder = bidder
+        self.__dict__["bid_strategy"] = bidder.strategy  # the cached properties, refreshed
+        self.__dict__["rlb_bidder"] = bidder
+
+    @cached_property
+    def rlb_bidder(self) -> StateBidder | None:
+        """The state-aware bid (rlb: `RlbBidder`, or `PENDING` until solved); None: static."""
+        return self._rlb_bidder
 
     @cached_property
     def goal_value(self) -> GoalValue:

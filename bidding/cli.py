@@ -33,6 +33,8 @@ def _currency(c: Campaign) -> str:
 
 
 def _strategy(c: Campaign) -> str:
+    if c.rlb is not None:
+        return f"rlb ({c.rlb.market}, {c.rlb.auctions_per_day:,} auctions/day)"
     if not c.strategy_params:
         return c.strategy
     params = ", ".join(f"{k}={_num(v)}" for k, v in c.strategy_params.items())

@@ -30,7 +30,10 @@ Order of operations per campaign (the contract; tests/bidding/test_selection.py 
    pacing multiplier, then the rule's price action (multiply scales it, set replaces it and is
    therefore not paced, cap bounds it), then the campaign's max bid, first-price shading (only
    when the request's auction_type is "first" and the state carries a win curve), then the
-   floor. A spent budget is a no-bid whatever the rule says.
+   floor. A spent budget is a no-bid whatever the rule says. A campaign with a state-aware
+   bid (`campaign.rlb_bidder`: rlb) is priced by it instead, on its budget left and the clock
+   (`now`, the service's; default the impression's time), with the rule's multiply applied to
+   the value and no pacing multiplier (it paces itself); `set` and `cap` apply as above.
 8. Winner: the highest price; ties go to the campaign listed first.
 """
 
@@ -261,6 +264,7 @@ def _decide_one(
     get: Callable[[str, str], tuple[float, float]],
     state: CampaignState,
     rng: random.Random | None,
+    now: float | None,
 ) -> CampaignResult:
     c = plan.campaign
     cid = c.id
@@ -330,6 +334,15 @@ def _decide_one(
                 budget_left=state.budget_left,
                 curve=curve,
             )
+    elif (stateful := c.rlb_bidder) is not None:
+        price, reason = stateful.bid(
+            value * outcome.multiply,
+            state.budget_left,
+            imp.when.timestamp() if now is None else now,
+            floor=imp.floor,
+            max_bid=max_bid,
+            curve=curve,
+        )
     else:
         price, reason = bid_one(
             c.bid_strategy,
@@ -360,10 +373,11 @@ def decide(
     states: Mapping[str, CampaignState] | None = None,
     *,
     rng: random.Random | None = None,
+    now: float | None = None,
 ) -> Decision:
     """Steps 3-8 for prepared plans. `states` maps campaign id -> CampaignState (default: no
     pacing, unlimited budget, no shading); `rng` drives exploration (pass a seeded one for
-    reproducible replays)."""
+    reproducible replays); `now` (epoch seconds) is the clock of state-aware bids."""
     get = _scorer(scores)
     states = states or {}
     results = []
@@ -373,7 +387,7 @@ def decide(
             r = CampaignResult(plan.campaign.id, 0.0, plan.reason)
         else:
             state = states.get(plan.campaign.id, DEFAULT_STATE)
-            r = _decide_one(plan, imp, get, state, rng)
+            r = _decide_one(plan, imp, get, state, rng, now)
             if not r.reason and (winner is None or r.price > winner.price):
                 winner = r
         results.append(r)
@@ -403,7 +417,8 @@ def select(
     campaign_imps: Mapping[str, tuple[int, int]] | None = None,
     slot: Slot | None = None,
     rng: random.Random | None = None,
+    now: float | None = None,
 ) -> Decision:
     """The whole decision in one call (replay, tests, and serving when scores are lazy)."""
     imp = Impression.from_request(request, slot=slot)
-    return decide(prepare(campaigns, imp, campaign_imps), imp, scores, states, rng=rng)
+    return decide(prepare(campaigns, imp, campaign_imps), imp, scores, states, rng=rng, now=now)

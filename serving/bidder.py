@@ -12,6 +12,10 @@ request) are adapted into the few attributes selection reads (`InlineCampaign`):
 greedy creative choice, no budget, targeting by channel only. Their no-bid for a channel they do
 not target keeps the service's original reason, `not_eligible`.
 
+State-aware campaigns (rlb) are priced by `campaign.rlb_bidder` inside `decide`, on the
+campaign's budget left (`states`, the service's budgets) and the service's clock, read once per
+call here.
+
 First-price shading: when a win-rate model is loaded, a first-price impression's campaigns get
 `curve = model.curve(segment_key(channel, exchange))`; without one they bid unshaded.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +105,7 @@ class InlineCampaign:
     exploration: str = "greedy"
     epsilon: float = 0.0
     creative_ids: tuple[str, ...] = field(default=())
+    rlb_bidder: None = None  # inline campaigns bid with the value strategy, never on state
 
 
 def plan(campaigns: Sequence[InlineSchema]) -> list[InlineCampaign]:
@@ -206,6 +212,7 @@ def decide_requests(
     out = []
     k = 0
     base_states = states or {}
+    now = time.time()  # state-aware bids (rlb) run on the service's clock, as budgets do
     for req, (imp, plans, keys) in zip(requests, prepared, strict=True):
         scores = {key: (pctr[k + j], pcvr[k + j]) for j, key in enumerate(keys)}
         k += len(keys)
@@ -217,7 +224,7 @@ def decide_requests(
                 for p in plans
                 if not p.reason
             }
-        decision = select(plans, imp, scores, imp_states, rng=rng)
+        decision = select(plans, imp, scores, imp_states, rng=rng, now=now)
         out.append((_result(str(req.get("impression_id")), decision, inline), decision))
     return out
 

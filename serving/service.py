@@ -147,7 +147,8 @@ async def state_loop(service: Service, interval: float) -> None:
     while True:
         try:
             service.poll_fx()
-            service.poll_campaigns()
+            # a thread: a reload with an rlb campaign solves its table (seconds) before installing
+            await asyncio.to_thread(service.poll_campaigns)
             await asyncio.to_thread(service.keeper.tick)
         except Exception:  # a store or file hiccup must not stop budgets being refreshed
             log.exception("state refresh failed; retrying in %.1f s", interval)

@@ -106,6 +106,7 @@ async def admin_reload(request: Request) -> Response:
     outcome.pop("reachable", None)
     outcome.pop("refused", None)
     outcome["fx_reloaded"] = service.poll_fx()
-    outcome["campaigns_reloaded"] = service.poll_campaigns()
+    # a thread, as in the state loop: a reload with an rlb campaign solves its table first
+    outcome["campaigns_reloaded"] = await asyncio.to_thread(service.poll_campaigns)
     await asyncio.to_thread(service.keeper.refresh)
     return json_response(outcome)

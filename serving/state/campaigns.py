@@ -8,12 +8,18 @@ and the polling of the file's modification time. A changed file that fails valid
 refused: the previous campaigns keep bidding and the errors show in the log, /v1/campaigns and
 /metrics. Like the model pair, the
 loaded campaigns are one immutable mapping replaced by a single assignment.
+
+rlb campaigns (serving/state/rlb_tables.py): their market-price files are read and checked with
+the campaigns file (so `check_startup` and a refused reload name them too), and their tables
+solved before the new campaigns are installed. `poll` therefore may take seconds when a table
+must be solved: the state loop runs it in a worker thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +29,8 @@ from typing import Any
 from bidding.campaign_fx import load_in_account_currency
 from bidding.campaigns import Campaign, CampaignError
 from bidding.fx import FxTable
+from bidding.rlb import MarketModel
+from serving.state.rlb_tables import RlbTables, market_path, read_markets
 
 log = logging.getLogger("bidopt.campaigns")
 
@@ -30,13 +38,20 @@ log = logging.getLogger("bidopt.campaigns")
 def read_campaigns(
     path: Path, account_currency: str = "USD", fx: FxTable | None = None
 ) -> dict[str, Campaign]:
-    """Read and validate a campaigns file, amounts in `account_currency`; CampaignError (one
-    line per problem) when invalid."""
+    """Read and validate a campaigns file, amounts in `account_currency`, and its rlb
+    campaigns' market files; CampaignError (one line per problem) when invalid."""
+    return read_with_markets(path, account_currency, fx)[0]
+
+
+def read_with_markets(
+    path: Path, account_currency: str = "USD", fx: FxTable | None = None
+) -> tuple[dict[str, Campaign], dict[str, MarketModel]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CampaignError([f"{path}: cannot read: {e}"]) from None
-    return load_in_account_currency(text, str(path), account_currency, fx)
+    campaigns = load_in_account_currency(text, str(path), account_currency, fx)
+    return campaigns, read_markets(campaigns, path)
 
 
 def file_stamp(path: Path) -> tuple[int, int] | None:
@@ -64,11 +79,20 @@ class CampaignBook:
         self.last_error: list[str] | None = None
         self.reloads_succeeded = 0
         self.reloads_failed = 0
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[tuple[int, int] | None, ...] | None = None
+        self.tables = RlbTables()
+        self._lock = threading.Lock()  # the state loop's thread and /admin/reload may both poll
         if path is not None:
-            self._stamp = file_stamp(path)
+            first = file_stamp(path)
             # invalid: raise, the service must not start
-            self._install(read_campaigns(path, account_currency, fx()))
+            self._install(self._load(path))
+            self._stamp = (first, *self._stamps(path)[1:])
+
+    def _load(self, path: Path) -> dict[str, Campaign]:
+        """Read, validate, solve the rlb tables (CampaignError on any problem)."""
+        campaigns, markets = read_with_markets(path, self.account_currency, self._fx())
+        self.tables.attach(campaigns, markets, str(path))
+        return campaigns
 
     def _install(self, campaigns: dict[str, Campaign]) -> None:
         self.campaigns = MappingProxyType(campaigns)
@@ -79,12 +103,21 @@ class CampaignBook:
         """Reload if the file changed: True = new campaigns, False = refused, None = unchanged."""
         if self.path is None:
             return None
-        stamp = file_stamp(self.path)
+        with self._lock:
+            return self._poll(self.path)
+
+    def _stamps(self, path: Path) -> tuple[tuple[int, int] | None, ...]:
+        """The campaigns file's stamp and its rlb market files': editing a histogram reloads."""
+        markets = (market_path(path, c) for c in self.campaigns.values() if c.rlb is not None)
+        return (file_stamp(path), *(file_stamp(m) for m in markets))
+
+    def _poll(self, path: Path) -> bool | None:
+        stamp = self._stamps(path)
         if stamp == self._stamp:
             return None
         self._stamp = stamp
         try:
-            campaigns = read_campaigns(self.path, self.account_currency, self._fx())
+            campaigns = self._load(path)
         except CampaignError as e:
             self.last_error = e.errors
             self.reloads_failed += 1
@@ -96,6 +129,7 @@ class CampaignBook:
             )
             return False
         self._install(campaigns)
+        self._stamp = (stamp[0], *self._stamps(path)[1:])  # the new campaigns' market files
         self.reloads_succeeded += 1
         log.info("campaigns reloaded from %s: %s", self.path, ", ".join(campaigns) or "none")
         return True
@@ -107,4 +141,5 @@ class CampaignBook:
             "last_error": self.last_error,
             "reloads_succeeded": self.reloads_succeeded,
             "reloads_failed": self.reloads_failed,
+            "rlb_tables": self.tables.last,
         }

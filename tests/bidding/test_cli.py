@@ -7,6 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 import bidding.cli
+from tests.bidding.test_rlb_campaign import RLB
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "campaigns.example.toml"
 
@@ -76,3 +77,10 @@ def test_missing_file(app: typer.Typer, tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory"
     )
+
+
+def test_rlb_campaign_shows_its_settings(app: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(RLB)
+    result = CliRunner().invoke(app, ["campaigns", "check", str(tmp_path / "c.toml")])
+    assert result.exit_code == 0, result.output
+    assert "rlb (m.json, 2,000 auctions/day)" in result.output
