@@ -166,7 +166,7 @@ class RlbBidder:
         max_bid: float = math.inf,
         curve: WinCurve | None = None,
     ) -> tuple[float, str]:
-        return bid_with_state(
+        price, reason = bid_with_state(
             self.strategy,
             value,
             self.state(budget_left, now),
@@ -177,6 +177,10 @@ class RlbBidder:
             max_bid=max_bid,
             curve=curve,
         )
+        # the state's budget left is budget - (budget - left): a rounding above `left` when
+        # almost nothing is left must not become a bid above what is left
+        cap = budget_left * PRICE_UNITS
+        return (cap, reason) if 0.0 <= cap < price else (price, reason)
 
 
 @dataclass(frozen=True, slots=True)
