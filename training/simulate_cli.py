@@ -176,10 +176,12 @@ def simulate_command(
 
 
 def _load(path: Path | None, rows: int, seed: int, columns: tuple[str | None, ...] = ()) -> object:
+    from features.logset import collect
     from training.pipeline import DataSource, load_data
 
     src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
-    frame, fp = load_data(src)
+    logs, fp = load_data(src)
+    frame = collect(logs)
     wanted = [c for c in columns if c and c not in frame.columns]
     if path is not None and wanted:
         frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
