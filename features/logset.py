@@ -100,10 +100,14 @@ def log_files(logs: str | Path) -> list[Path]:
     text = str(logs)
     path = Path(text)
     if any(c in text for c in "*?["):
-        files = sorted(Path(p) for p in globbing.glob(text, recursive=True) if Path(p).is_file())
+        files = sorted(
+            Path(p)
+            for p in globbing.glob(text, recursive=True)
+            if Path(p).is_file() and not p.endswith(QUARANTINE_SUFFIX)
+        )
         if not files:
             raise LogError(f"{text}: no file matches")
-        return [f for f in files if not f.name.endswith(QUARANTINE_SUFFIX)] or files
+        return files
     if path.is_dir():
         files = sorted(
             p

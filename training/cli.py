@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from training.cli_support import errors, quiet_mlflow, user_errors
+from training.score_cli import register_score
 from training.simulate_cli import register_simulate
 
 console = Console()
@@ -296,6 +297,7 @@ def register(app: typer.Typer) -> None:
         _quickstart(rows, seed, days)
 
     register_simulate(app)
+    register_score(app)
 
 
 def _quickstart(rows: int, seed: int, days: int = QUICKSTART_DAYS) -> None:

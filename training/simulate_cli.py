@@ -41,7 +41,8 @@ def _plot(table: object, path: Path) -> Path:
 
 def simulate_command(
     logs: Annotated[
-        Path | None, typer.Option(help="Logs to replay (Parquet/CSV); default: synthetic.")
+        Path | None,
+        typer.Option(help="Logs to replay (a file, folder or glob); default: synthetic."),
     ] = None,
     rows: Annotated[int, typer.Option(help="Synthetic rows when no --logs.")] = 300_000,
     seed: Annotated[int, typer.Option(help="Synthetic seed.")] = 0,
@@ -266,7 +267,11 @@ def _model(df: object, target: str, alias: str) -> object:
     tracking.connect()
     name = tracking.MODEL_NAMES[target]
     bundle = tracking.load_bundle(f"models:/{name}@{alias}")
-    return bundle.predict_frame(df)  # type: ignore[arg-type]
+    from features.logset import FrameBatches
+    from training.score import probabilities
+
+    # batch by batch (`bidopt score`'s path): never the feature matrix of the whole log
+    return probabilities(FrameBatches(df), bundle)  # type: ignore[arg-type]
 
 
 def register_simulate(app: typer.Typer) -> None:

@@ -32,7 +32,7 @@ def _keep(times: pl.Series, cap: int) -> np.ndarray:
     if cap <= 0 or n <= cap:
         keep[:] = True
         return keep
-    order = times.arg_sort(maintain_order=True).to_numpy()
+    order = np.argsort(times.dt.epoch("us").to_numpy(), kind="stable")
     keep[order[:: math.ceil(n / cap)]] = True
     return keep
 
