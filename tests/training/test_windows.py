@@ -42,7 +42,7 @@ def test_windows_from_batches_are_the_in_memory_split(log: pl.DataFrame) -> None
     assert w.valid.equals(split.valid.gather_every(k))  # thinned as fit_bundle thinned it
     assert pl.concat([rows for _, rows in seen]).equals(split.train)
     offsets = np.cumsum([0, *w.train_per_batch[:-1]])
-    assert [o for o, _ in seen] == [o for o, n in zip(offsets, w.train_per_batch) if n]
+    assert [o for o, _ in seen] == [o for o, n in zip(offsets, w.train_per_batch, strict=True) if n]
     assert w.train_per_batch[-1] == 0  # the newest batch is all validation and test
     assert pl.concat([w.train_batch(i) for i in range(len(w.train_per_batch))]).equals(split.train)
     for key, value in info.items():
