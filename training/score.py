@@ -53,15 +53,10 @@ def scored_batches(
         yield out
 
 
-def probabilities(
-    logs: Batches, bundle: ModelBundle, threads: int = 2, column: str = "pctr"
-) -> np.ndarray:
+def probabilities(logs: Batches, bundle: ModelBundle, threads: int = 2) -> np.ndarray:
     """One model's probabilities for every row in log order (8 bytes a row), scored batch by
     batch: what the replay needs, without the feature matrix of the whole log."""
-    parts = [
-        b.get_column(column).to_numpy()
-        for b in scored_batches(logs, bundle, None, threads=threads, ids=())
-    ]
+    parts = [bundle.predict_frame(logs.batch(i), threads) for i in range(len(logs))]
     return np.concatenate(parts) if parts else np.empty(0)
 
 
