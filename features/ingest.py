@@ -103,9 +103,9 @@ def load_logs(
     frame = checked.frame
     if add_counters and not checked.has_counters:
         frame = with_counters(frame)
-    target = _quarantine_target(path, quarantine_path)
+    target = quarantine_target(path, quarantine_path)
     if checked.bad is not None:
-        _write_quarantine(checked.bad, target)
+        write_quarantine(checked.bad, target)
     elif target.is_file():
         target.unlink()
     return LoadResult(
@@ -220,7 +220,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _quarantine_target(path: Path, given: Path | None) -> Path:
+def quarantine_target(path: Path, given: Path | None) -> Path:
     stem = path.name.removesuffix(".gz")
     stem = stem.rsplit(".", 1)[0] if "." in stem else stem
     name = stem + QUARANTINE_SUFFIX
@@ -239,7 +239,7 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
 
 
-def _write_quarantine(rows: pl.DataFrame, target: Path) -> None:
+def write_quarantine(rows: pl.DataFrame, target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.suffix == ".parquet":
@@ -325,6 +325,8 @@ __all__ = [
     "check_batch",
     "fingerprint",
     "load_logs",
+    "quarantine_target",
     "with_counters",
     "write_csv",
+    "write_quarantine",
 ]

@@ -30,11 +30,11 @@ from features.ingest import (
     Checked,
     ContentHash,
     LogError,
-    _quarantine_target,
-    _write_quarantine,
     check_batch,
+    quarantine_target,
     read_raw,
     with_counters,
+    write_quarantine,
 )
 
 BATCH_ROWS: Final = 500_000
@@ -241,7 +241,7 @@ def _file_batches(
     if missing:
         fmt = "" if adapter.name == "canonical" else f" of the {adapter.name} format"
         raise LogError(f"{shown}: missing required columns{fmt}: {', '.join(missing)}")
-    target = _quarantine_target(path, quarantine)
+    target = quarantine_target(path, quarantine)
     bad: list[pl.DataFrame] = []
     done = 0
     for raw in slices:
@@ -252,7 +252,7 @@ def _file_batches(
         where = None
         if done >= n:  # the file's last batch: its quarantine file, or none
             if bad:
-                _write_quarantine(pl.concat(bad), target)
+                write_quarantine(pl.concat(bad), target)
                 where = target
             elif target.is_file():
                 target.unlink()
