@@ -23,7 +23,7 @@ import polars as pl
 
 from features.batch import encode_matrix
 from features.bundle import ModelBundle
-from features.logset import Batches, FrameBatches, iter_batches
+from features.logset import Batches
 from features.spec import FeatureSpec
 from features.spec_fit import fit_spec, out_of_fold_lifts
 from training.batch_fit import Counter, FrameTrain, TrainRows, count_rows, spec_of
@@ -34,7 +34,7 @@ from training.evaluate import Evaluation, evaluate
 from training.fit import FitResult, feature_importance, fit_booster
 from training.splits import LABEL, Split, data_cutoff, make_split
 from training.trainset import encoded_batches, release
-from training.windows import ctr_windows
+from training.windows import windows_for
 
 TRUTH = {"ctr": "true_ctr", "cvr": "true_cvr"}
 STEPS = ("split", "features", "fit", "calibrate", "evaluate", "register")
@@ -272,62 +272,6 @@ def fit_bundle(
         meta["delay"] = cfg.delay
     bundle = ModelBundle(booster=fit.booster, spec=spec, calibrator=choice.calibrator, meta=meta)
     return bundle, fit, choice, timings
-
-
-@dataclass
-class Windows:
-    """A target's time windows over batched logs: what `train` and `promote` need."""
-
-    split: Split  # pCTR: its train is empty, the rows are read again through `train_rows`
-    info: dict[str, int]
-    cutoff: datetime | None  # pCVR: the log's newest event_time
-    train_rows: TrainRows | None = None
-    counter: Counter | None = None
-    clicks: pl.DataFrame | None = None  # pCVR: every click of the log, in memory
-
-
-def windows_for(logs: Batches | pl.DataFrame, cfg: TrainConfig, *, count: bool = True) -> Windows:
-    """pCTR: cut while streaming (`training.windows`), the training rows counted on the way
-    when `count`. pCVR: the clicks are gathered in memory (about 1% of impressions) and split
-    as before, against the whole log's cut-off."""
-    if isinstance(logs, pl.DataFrame):
-        logs = FrameBatches(logs)
-    if cfg.target == "ctr":
-        holder: list[Counter] = []
-
-        def consumer(n: int) -> Counter:
-            holder.append(Counter(cfg.section("spec"), n))
-            return holder[0]
-
-        w = ctr_windows(
-            logs,
-            train_frac=cfg.train_frac,
-            valid_frac=cfg.valid_frac,
-            max_valid_rows=cfg.max_valid_rows,
-            max_test_rows=cfg.max_test_rows,
-            consumer=consumer if count else None,
-        )
-        return Windows(w.as_split(), w.info, None, w, holder[0] if holder else None)
-    clicks, cutoff = clicked_rows(logs)
-    split, info = make_split(
-        clicks,
-        cfg.target,
-        train_frac=cfg.train_frac,
-        valid_frac=cfg.valid_frac,
-        attribution_days=cfg.attribution_days,
-        cutoff=cutoff,
-    )
-    return Windows(split, info, cutoff, clicks=clicks)
-
-
-def clicked_rows(logs: Batches) -> tuple[pl.DataFrame, datetime]:
-    """Every clicked row of the log and the log's cut-off (its newest event_time)."""
-    parts, newest = [], None
-    for batch in iter_batches(logs):
-        parts.append(batch.filter(pl.col("click").fill_null(0) == 1))
-        t = batch.get_column("event_time").max()
-        newest = t if newest is None or (t is not None and t > newest) else newest  # type: ignore[operator]
-    return pl.concat(parts), newest  # type: ignore[return-value]
 
 
 def train(

@@ -21,8 +21,10 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from features.logset import Batches
-from training.splits import CLICK_LABEL, LABEL, SHOWN, Split, SplitError
+from features.logset import Batches, FrameBatches, iter_batches
+from training.batch_fit import Counter, TrainRows
+from training.config import TrainConfig
+from training.splits import CLICK_LABEL, LABEL, SHOWN, Split, SplitError, make_split
 
 
 def _keep(times: pl.Series, cap: int) -> np.ndarray:
@@ -138,4 +140,60 @@ def _each(logs: Batches, columns: list[str] | None = None) -> Iterator[pl.DataFr
         yield logs.batch(i, columns)
 
 
-__all__ = ["CtrWindows", "ctr_windows"]
+@dataclass
+class Windows:
+    """A target's time windows over batched logs: what `train` and `promote` need."""
+
+    split: Split  # pCTR: its train is empty, the rows are read again through `train_rows`
+    info: dict[str, int]
+    cutoff: datetime | None  # pCVR: the log's newest event_time
+    train_rows: TrainRows | None = None
+    counter: Counter | None = None
+    clicks: pl.DataFrame | None = None  # pCVR: every click of the log, in memory
+
+
+def windows_for(logs: Batches | pl.DataFrame, cfg: TrainConfig, *, count: bool = True) -> Windows:
+    """pCTR: cut while streaming (`ctr_windows`), the training rows counted on the way
+    when `count`. pCVR: the clicks are gathered in memory (about 1% of impressions) and split
+    as before, against the whole log's cut-off."""
+    if isinstance(logs, pl.DataFrame):
+        logs = FrameBatches(logs)
+    if cfg.target == "ctr":
+        holder: list[Counter] = []
+
+        def consumer(n: int) -> Counter:
+            holder.append(Counter(cfg.section("spec"), n))
+            return holder[0]
+
+        w = ctr_windows(
+            logs,
+            train_frac=cfg.train_frac,
+            valid_frac=cfg.valid_frac,
+            max_valid_rows=cfg.max_valid_rows,
+            max_test_rows=cfg.max_test_rows,
+            consumer=consumer if count else None,
+        )
+        return Windows(w.as_split(), w.info, None, w, holder[0] if holder else None)
+    clicks, cutoff = clicked_rows(logs)
+    split, info = make_split(
+        clicks,
+        cfg.target,
+        train_frac=cfg.train_frac,
+        valid_frac=cfg.valid_frac,
+        attribution_days=cfg.attribution_days,
+        cutoff=cutoff,
+    )
+    return Windows(split, info, cutoff, clicks=clicks)
+
+
+def clicked_rows(logs: Batches) -> tuple[pl.DataFrame, datetime]:
+    """Every clicked row of the log and the log's cut-off (its newest event_time)."""
+    parts, newest = [], None
+    for batch in iter_batches(logs):
+        parts.append(batch.filter(pl.col("click").fill_null(0) == 1))
+        t = batch.get_column("event_time").max()
+        newest = t if newest is None or (t is not None and t > newest) else newest  # type: ignore[operator]
+    return pl.concat(parts), newest  # type: ignore[return-value]
+
+
+__all__ = ["CtrWindows", "Windows", "clicked_rows", "ctr_windows", "windows_for"]
