@@ -159,6 +159,27 @@ def _subset(data: Path, millions: int, into: Path) -> Path:
     return out
 
 
+def _baselines(m: int, ours: dict[str, float], logs: Path, max_rounds: int) -> None:
+    """The in-memory path and a bare lightgbm.train on the same log, against ours."""
+    inmem = _run("inmem", logs, max_rounds)
+    bare = _run("bare", logs, int(ours["rounds"]))
+    gap = ours["logloss"] / inmem["logloss"] - 1
+    ratio = ours["seconds"] / bare["seconds"]
+    print(
+        f"at {m}M rows: in-memory path: logloss {inmem['logloss']:.6f} (ours "
+        f"{gap:+.4%}), {inmem['seconds']:.1f} s, peak {inmem['peak_mb']:.0f} MB, "
+        f"{inmem['trees']:.0f} trees",
+        flush=True,
+    )
+    print(
+        f"            bare lightgbm.train, {bare['rounds']:.0f} rounds on the matrix: "
+        f"{bare['seconds']:.1f} s (cpu {bare['cpu_seconds']:.1f}), peak "
+        f"{bare['peak_mb']:.0f} MB; ours/bare wall {ratio:.2f}x, cpu "
+        f"{ours['cpu_seconds'] / bare['cpu_seconds']:.2f}x",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="bidopt synth --out DIR (default: generated)")
@@ -204,26 +225,8 @@ def main() -> None:
             )
             steps = {k[5:]: v for k, v in ours.items() if k.startswith("step_")}
             print("            by step: " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
-        m = args.baseline
-        if m in results:  # after every size: the big ones first, the baselines last
-            ours, logs = results[m], _subset(data, m, Path(tmp))
-            inmem = _run("inmem", logs, args.max_rounds)
-            bare = _run("bare", logs, int(ours["rounds"]))
-            gap = ours["logloss"] / inmem["logloss"] - 1
-            ratio = ours["seconds"] / bare["seconds"]
-            print(
-                f"at {m}M rows: in-memory path: logloss {inmem['logloss']:.6f} (ours "
-                f"{gap:+.4%}), {inmem['seconds']:.1f} s, peak {inmem['peak_mb']:.0f} MB, "
-                f"{inmem['trees']:.0f} trees",
-                flush=True,
-            )
-            print(
-                f"            bare lightgbm.train, {bare['rounds']:.0f} rounds on the matrix: "
-                f"{bare['seconds']:.1f} s (cpu {bare['cpu_seconds']:.1f}), peak "
-                f"{bare['peak_mb']:.0f} MB; ours/bare wall {ratio:.2f}x, cpu "
-                f"{ours['cpu_seconds'] / bare['cpu_seconds']:.2f}x",
-                flush=True,
-            )
+            if m == args.baseline:
+                _baselines(m, ours, logs, args.max_rounds)
         lo, hi = min(results), max(results)
         if lo != hi:
             a, b = results[lo], results[hi]

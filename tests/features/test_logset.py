@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from features.ingest import LogError, fingerprint, load_logs, write_csv
-from features.logset import FrameBatches, collect, ingest, log_files
+from features.logset import FrameBatches, collect, files_sha256, ingest, log_files
 from features.schema import COUNTER_COLUMNS
 from features.synth import generate
 
@@ -65,8 +65,12 @@ def test_ingest_counts_every_row_batch_by_batch(tmp_path: Path, log: pl.DataFram
     bad.write_parquet(whole)
     once = load_logs(whole, quarantine_path=tmp_path / "q")
     assert collect(got.logs).equals(once.frame)
-    assert got.fingerprint()["content_sha256"] == fingerprint(once)["content_sha256"]
+    assert got.fingerprint()["content_sha256"] == files_sha256(log_files(logs))
     assert got.fingerprint()["event_time_max"] == fingerprint(once)["event_time_max"]
+    alone = ingest(whole, tmp_path / "stage1", batch_rows=700, quarantine=tmp_path / "q1")
+    assert alone.fingerprint()["content_sha256"] == fingerprint(once)["content_sha256"]
+    write_csv(bad[2500:4001], logs / "date=2" / "b.csv")  # one more row: another hash
+    assert files_sha256(log_files(logs)) != got.content_sha256
     numbers = {p.name: pl.read_csv(p)["row_number"].to_list() for p in got.quarantine_paths}
     assert numbers == {"a.quarantine.csv": [6, 2000, 2001], "c.quarantine.csv": [501]}
 
