@@ -48,7 +48,7 @@ def test_log_files_of_a_folder_a_glob_and_a_file(tmp_path: Path) -> None:
 def test_ingest_counts_every_row_batch_by_batch(tmp_path: Path, log: pl.DataFrame) -> None:
     """Three files, one CSV, bad rows in two of them (one straddling batches): the staged rows
     are the good rows in order, rows_in = used + quarantined, each file has its quarantine with
-    its own row numbers, and the content hash is that of the same rows in one file."""
+    its own row numbers; several files are hashed by their bytes, one file by its rows."""
     logs = tmp_path / "logs"
     (logs / "date=1").mkdir(parents=True)
     (logs / "date=2").mkdir()
