@@ -39,6 +39,25 @@ def _check_out(out: Path) -> Path:
     return out
 
 
+def _check_out_dir(out: Path) -> Path:
+    """A new or empty folder for a partitioned log: mixing two logs' files would be one log."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    if out.is_dir() and any(out.iterdir()):
+        raise typer.BadParameter(
+            f"{out} is not empty; give a new or empty folder", param_hint="--out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot create {out}: {exc.strerror or exc}", param_hint="--out"
+        ) from None
+    if not os.access(out, os.W_OK):
+        raise typer.BadParameter(f"{out} is not writable", param_hint="--out")
+    return out
+
+
 def synth(
     rows: int = typer.Option(
         100_000, "--rows", min=1, help="Number of auctions (log rows) to generate."
@@ -47,24 +66,26 @@ def synth(
         0, "--seed", min=0, help="Random seed: the same seed gives the same log and the same truth."
     ),
     out: Path = typer.Option(
-        DEFAULT_OUT, "--out", help="Parquet file to write (parent folders are created)."
+        DEFAULT_OUT,
+        "--out",
+        help=(
+            "A .parquet file (generated in memory), or a folder: a Parquet dataset partitioned "
+            "by date, generated part by part in bounded memory (any --rows)."
+        ),
     ),
     days: int = typer.Option(14, "--days", min=1, help="Days of traffic the log spans."),
+    part_rows: int = typer.Option(
+        1_000_000, "--part-rows", min=1, help="Rows per generated part (folder output)."
+    ),
 ) -> None:
     """Generate a seeded synthetic ad log with its true click and conversion rates."""
+    if out.suffix.lower() != ".parquet" or out.is_dir():
+        _synth_dataset(rows, seed, _check_out_dir(out), days, part_rows)
+        return
     from features.synth import STEPS, generate, write_parquet  # heavy: only when run
 
     target = _check_out(out)
-    console = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task("world", total=len(STEPS) + 1)
 
         def step(name: str) -> None:
@@ -81,13 +102,48 @@ def synth(
             ) from None
         progress.update(task, advance=1)
     won = df.filter("won")
-    clicks = int(won["click"].sum())
-    conv = int(won["conversion"].sum())
-    ctr = clicks / max(won.height, 1)
-    cvr = conv / max(clicks, 1)
+    clicks, conv = int(won["click"].sum()), int(won["conversion"].sum())
+    _summary(f"{df.height:,} rows to {target}", df.height, won.height, clicks, conv, seed, days)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _synth_dataset(rows: int, seed: int, out: Path, days: int, part_rows: int) -> None:
+    from features.synth_parts import part_sizes, write_dataset
+
+    with _progress() as progress:
+        task = progress.add_task("parts", total=len(part_sizes(rows, part_rows)))
+        try:
+            s = write_dataset(
+                out,
+                rows,
+                seed=seed,
+                days=days,
+                part_rows=part_rows,
+                on_part=lambda done, _total: progress.update(task, completed=done),
+            )
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot write under {out}: {exc.strerror or exc}", param_hint="--out"
+            ) from None
+    where = f"{s.rows:,} rows in {len(s.files)} Parquet files under {out}"
+    _summary(where, s.rows, s.won, s.clicks, s.conversions, seed, days)
+
+
+def _summary(where: str, rows: int, won: int, clicks: int, conv: int, seed: int, days: int) -> None:
     typer.echo(
-        f"wrote {df.height:,} rows to {target}: won {won.height / df.height:.1%}, "
-        f"click rate {ctr:.2%} ({clicks:,} clicks), conversion rate {cvr:.2%} of clicks "
+        f"wrote {where}: won {won / rows:.1%}, click rate {clicks / max(won, 1):.2%} "
+        f"({clicks:,} clicks), conversion rate {conv / max(clicks, 1):.2%} of clicks "
         f"({conv:,}), seed {seed}, {days} days"
     )
 

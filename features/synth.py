@@ -57,23 +57,30 @@ def generate(
     days: int = 14,
     *,
     on_step: StepHook | None = None,
+    part: int = 0,
 ) -> pl.DataFrame:
     """`rows` auctions over `days` days from `start` (UTC), canonical schema plus the truth.
 
     The same seed gives the same frame; the same seed with more rows samples the same market
     (publishers, creatives and their true rates), only with more traffic and users. `on_step`
     is called with each name in STEPS as work starts, for progress display.
+
+    `part` k > 0 draws another group of users and their traffic from the same market (same
+    world, same truth; part 0 is the frame above): a log of any size is the union of parts
+    generated one at a time (`features.synth_parts`). A user belongs to one part, so fatigue
+    and the as-of user counters, computed per part, are those of the whole log.
     """
     _check_int("rows", rows, 1)
     _check_int("days", days, 1)
     _check_int("seed", seed, 0)
+    _check_int("part", part, 0)
     begin = DEFAULT_START if start is None else start
     begin = begin.replace(tzinfo=UTC) if begin.tzinfo is None else begin.astimezone(UTC)
     rows, days, seed = int(rows), int(days), int(seed)
     hook = on_step or (lambda _step: None)
 
     world = sw.build_world(seed)
-    rng = np.random.default_rng([seed, 0xAD])
+    rng = np.random.default_rng([seed, 0xAD] if part == 0 else [seed, 0xAD, int(part)])
     hook("users")
     users = _users(rng, world, max(50, rows // ROWS_PER_USER))
     hook("impressions")

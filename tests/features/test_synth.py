@@ -11,7 +11,7 @@ import ipaddress
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -421,11 +421,43 @@ def test_cli_rejects_bad_numbers(tmp_path: Path, args: list[str], message: str) 
 def test_cli_rejects_unwritable_paths(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    for out, message in [(blocker / "x.parquet", "is a file"), (tmp_path, "is a directory")]:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "old.parquet").write_text("another log")
+    cases = [(blocker / "x.parquet", "is a file"), (blocker, "is a file"), (full, "not empty")]
+    for out, message in cases:
         result = CliRunner().invoke(_app(), ["synth", "--rows", "10", "--out", str(out)])
         assert result.exit_code == 2, result.output
         assert message in _text(result.output) and "Traceback" not in result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_writes_a_dataset_by_date_in_parts_of_the_same_market(tmp_path: Path) -> None:
+    """A folder output is generated part by part; part 0 is the in-memory log itself, and
+    every part is another group of users of the same world (same publishers, same truth)."""
+    out = tmp_path / "logs"
+    args = ["synth", "--rows", "5000", "--seed", "4", "--part-rows", "2000", "--out", str(out)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "5,000 rows in" in result.stdout and str(out) in result.stdout
+    files = sorted(out.glob("date=*/part-*.parquet"))
+    assert {f.name for f in files} == {
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    }
+    for f in files:  # one day per file, named by its folder
+        days = pl.read_parquet(f).get_column("event_time").dt.date().unique()
+        assert days.to_list() == [date.fromisoformat(f.parent.name.removeprefix("date="))]
+    logs = pl.read_parquet(files, hive_partitioning=False)
+    assert logs.height == 5000
+    part0 = pl.concat(pl.read_parquet(f) for f in files if f.name == "part-00000.parquet")
+    assert part0.equals(generate(1667, seed=4))
+    part1 = pl.concat(pl.read_parquet(f) for f in files if f.name == "part-00001.parquet")
+    assert part1.sort("event_time", maintain_order=True).equals(generate(1667, seed=4, part=1))
+    users0 = part0.get_column("user_id").drop_nulls().implode()
+    assert part1.get_column("user_id").drop_nulls().is_in(users0).sum() == 0  # other users
+    assert set(part1["publisher"]) & set(part0["publisher"])  # the same market's publishers
 
 
 @pytest.mark.integration
