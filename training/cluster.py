@@ -211,7 +211,8 @@ def guarded_fit(
     """
     from distributed import Lock
 
-    lock = Lock(FIT_LOCK, client=cluster.client)
+    with cluster.client.as_current():
+        lock = Lock(FIT_LOCK)
     if not lock.acquire(timeout=lock_timeout_s):
         raise ClusterError(
             f"another LightGBM fit holds the cluster {cluster.info.scheduler} (lock {FIT_LOCK}) "

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from features.schema import COUNTER_COLUMNS, REQUIRED, SCHEMA, TRUTH_SCHEMA, conform
@@ -27,7 +27,6 @@ from training.splits import CLICK_LABEL, LABEL, SHOWN, SplitError
 
 TIME = "event_time"
 BUCKET = "1m"
-FOLD = "_fold"
 
 
 class DaskLogError(ValueError):
@@ -76,6 +75,14 @@ def read_logs(path: Path) -> Any:
             "one partition cannot compute; `bidopt synth` writes them"
         )
     return ddf
+
+
+def each(client: Any, fn: Callable[..., Any], *iterables: Sequence[Any]) -> list[Any]:
+    """`client.map` with every argument but the per-partition ones bound in `fn` (a partial).
+
+    client.map's own keyword arguments become graph keys named after the keyword: two calls
+    with different values under one name would share a key, so they are never used here."""
+    return client.map(fn, *iterables, pure=False)  # type: ignore[no-any-return]
 
 
 def quarantine_dir(path: Path) -> Path:
@@ -154,8 +161,14 @@ def load_parts(client: Any, ddf: Any, target: str, path: Path) -> Parts:
     qdir = quarantine_dir(path)
     parts = ddf.to_delayed()
     outs = [delayed(clean_part, nout=2)(p, i, target, str(qdir)) for i, p in enumerate(parts)]
-    futures = client.compute([o[0] for o in outs] + [o[1] for o in outs])
-    frames, stat_futures = futures[: len(outs)], futures[len(outs) :]
+    # partition i on worker i mod W: every worker holds rows for LightGBM, and a run's
+    # placement (hence each worker's share of LightGBM's bin sampling) is reproducible
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    frames, stat_futures = [], []
+    for i, (frame, stat) in enumerate(outs):
+        f, st = client.compute([frame, stat], workers=[workers[i % len(workers)]])
+        frames.append(f)
+        stat_futures.append(st)
     stats = client.gather(stat_futures)
     result = Parts(frames=frames, stats=stats, path=str(path))
     if any(s["rows_quarantined"] for s in stats):
@@ -195,10 +208,9 @@ def fingerprint(parts: Parts) -> dict[str, Any]:
     return fp
 
 
-def _times_in(frame: pl.DataFrame, minute: datetime) -> np.ndarray:
-    col = pl.col(TIME)
-    rows = frame.filter(col.dt.truncate(BUCKET) == minute)
-    return rows.get_column(TIME).to_numpy()
+def _times_in(frame: pl.DataFrame, minute: datetime) -> pl.Series:
+    rows = frame.filter(pl.col(TIME).dt.truncate(BUCKET) == minute)
+    return rows.get_column(TIME)
 
 
 def _nth_time(client: Any, parts: Parts, hist: list[tuple[datetime, int]], i: int) -> datetime:
@@ -206,10 +218,8 @@ def _nth_time(client: Any, parts: Parts, hist: list[tuple[datetime, int]], i: in
     before = 0
     for minute, count in hist:
         if before + count > i:
-            chunks = client.gather(client.map(_times_in, parts.frames, minute=minute, pure=False))
-            times = np.sort(np.concatenate(chunks))
-            value = times[i - before]
-            return pl.Series([value]).cast(SCHEMA[TIME]).item()  # type: ignore[no-any-return]
+            chunks = client.gather(each(client, partial(_times_in, minute=minute), parts.frames))
+            return pl.concat(chunks).sort()[i - before]  # type: ignore[no-any-return]
         before += count
     raise SplitError(f"row {i} is past the {before} rows counted")  # counts changed mid-run
 
@@ -252,26 +262,20 @@ def _window_stats(frame: pl.DataFrame, t1: datetime, t2: datetime) -> dict[str, 
 
 
 def window_counts(client: Any, parts: Parts, t1: datetime, t2: datetime) -> list[dict[str, int]]:
-    return client.gather(client.map(_window_stats, parts.frames, t1=t1, t2=t2, pure=False))
+    return client.gather(each(client, partial(_window_stats, t1=t1, t2=t2), parts.frames))
 
 
 def collect_window(
     client: Any, parts: Parts, lo: datetime | None, hi: datetime | None
 ) -> pl.DataFrame:
     """One window gathered to the client, rows in partition order (the local path's order)."""
-    frames = client.gather(client.map(_window, parts.frames, lo=lo, hi=hi, pure=False))
+    frames = client.gather(each(client, partial(_window, lo=lo, hi=hi), parts.frames))
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
 
-def with_folds(
-    frame: pl.DataFrame, t1: datetime, offset: int, bounds: Sequence[int]
-) -> pl.DataFrame:
-    """The partition's training rows with the out-of-fold block of each (by global row number
-    in the training window, as `spec_fit.out_of_fold_lifts` blocks the local frame)."""
-    train = _window(frame, None, t1)
-    rows = np.arange(offset, offset + train.height)
-    fold = np.searchsorted(np.asarray(bounds[1:-1]), rows, side="right").astype(np.int32)
-    return train.with_columns(pl.Series(FOLD, fold))
+def train_rows(frame: pl.DataFrame, t1: datetime) -> pl.DataFrame:
+    """The partition's rows of the training window (before the first cut point)."""
+    return _window(frame, None, t1)
 
 
 def gather_all(client: Any, parts: Parts) -> pl.DataFrame:
@@ -285,7 +289,6 @@ def gather_all(client: Any, parts: Parts) -> pl.DataFrame:
 
 
 __all__ = [
-    "FOLD",
     "DaskLogError",
     "Parts",
     "collect_window",
@@ -294,6 +297,6 @@ __all__ = [
     "gather_all",
     "load_parts",
     "read_logs",
+    "train_rows",
     "window_counts",
-    "with_folds",
 ]
