@@ -319,6 +319,10 @@ def train_ctr(
         [offsets[i] for i in keep],
         [model] * len(keep),
     )
+    from distributed import wait
+
+    wait(xy)
+    parts.frames = []  # every window is out of the partitions now: free the workers' copies
     if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
         valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
     x_valid, y_valid = encode_matrix(valid, spec), labels(valid)
