@@ -7,7 +7,6 @@ PID and kill it); the CLI subprocesses reach it by its tcp:// address.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers.cli import bidopt_command, clean_env, sqlite_uri
+from tests.helpers.cli import bidopt_command
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +44,6 @@ def logs(tmp_path_factory) -> tuple[Path, Path]:
     single = root / "all.parquet"
     pl.concat([pl.read_parquet(f) for f in sorted(summary.files)]).write_parquet(single)
     return root / "ds", single
-
-
-@pytest.fixture
-def store(tmp_path: Path, mlflow_template: Path) -> tuple[str, dict[str, str]]:
-    db = tmp_path / "store" / "mlflow.db"
-    db.parent.mkdir()
-    shutil.copyfile(mlflow_template, db)
-    uri = sqlite_uri(db)
-    return uri, clean_env(BIDOPT_TRACKING_URI=uri)
 
 
 def _cli(args: list, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -113,8 +103,9 @@ def test_worker_killed_mid_fit_is_one_line_and_registers_nothing(tmp_path, store
     ds, _ = logs
     slow = ["--set", "num_boost_round=200000", "--set", "learning_rate=0.001"]
     pids = cluster.worker_pids()
+    half = ds / "date=*" / "part-00000.parquet"  # a glob: one of the two parts, fewer rows
     proc = _cli(
-        ["train", "ctr", "--logs", ds, "--dask", cluster.info.scheduler, *slow], tmp_path, env
+        ["train", "ctr", "--logs", half, "--dask", cluster.info.scheduler, *slow], tmp_path, env
     )
     victim = None
     deadline = time.monotonic() + 120
@@ -136,17 +127,20 @@ def test_worker_killed_mid_fit_is_one_line_and_registers_nothing(tmp_path, store
     cluster.client.wait_for_workers(2, timeout=60)  # the nanny brings the killed worker back
 
 
-def test_bad_address_and_missing_logs_are_one_line(tmp_path, store):
-    _, env = store
+def test_bad_address_and_missing_logs_are_one_line(mlflow_uri):
+    from typer.testing import CliRunner
+
+    from bidopt_cli import app
+
     for args, needle in (
         (["--dask", "localhost:8786"], "expected a scheduler address"),
         (["--dask", "local:0"], "local:N needs"),
         (["--dask", "local:2"], "--dask needs --logs"),
+        (["--dask", "tcp://127.0.0.1:9", "--logs", "x"], "no Dask scheduler answered"),
     ):
-        proc = _cli(["train", "ctr", *args], tmp_path, env)
-        _, err = proc.communicate(timeout=60)
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], err
+        result = CliRunner().invoke(app, ["train", "ctr", *args, "--set", "connect_timeout_s=2"])
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and needle in lines[0], result.stderr
 
 
 def test_fits_sharing_a_cluster_wait_for_the_lock(cluster):
@@ -195,3 +189,43 @@ def test_stopping_point_is_lightgbm_early_stopping():
     )
     assert stopped.best_iteration < 200  # the check means something: it did stop early
     assert stopping_point(curve, 10) == stopped.best_iteration
+
+
+def _fitters(cluster) -> dict:
+    from training.dask_train import DaskFitter
+    from training.fit import fit_booster
+
+    return {"local": fit_booster, "dask": DaskFitter(cluster, _dask_settings())}
+
+
+def _dask_settings() -> dict:
+    from training.config import load_config
+
+    return load_config("ctr").section("dask")
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_fitter_contract(engine, cluster, small_logs):
+    """Every engine (`pipeline.Fitter`: the local fit and the Dask one) returns the forest cut
+    at its best iteration, the validation scores of that forest, the spec's feature names; and
+    weights count."""
+    from features.batch import encode_matrix
+    from features.spec_fit import fit_spec
+    from training.config import load_config
+    from training.splits import LABEL, make_split
+
+    split, _ = make_split(small_logs.head(15_000), "ctr")
+    spec = fit_spec(split.train, label=LABEL)
+    xt, xv = encode_matrix(split.train, spec), encode_matrix(split.valid, spec)
+    yt = split.train.get_column(LABEL).cast(pl.Float64).to_numpy()
+    yv = split.valid.get_column(LABEL).cast(pl.Float64).to_numpy()
+    config = load_config("ctr", None, ["num_boost_round=40", "num_threads=1"]).lightgbm
+    # positives weighted down tenfold: a fit that ignored weights would predict their rate
+    w = np.where(yt == 1, 0.1, 1.0)
+    res = _fitters(cluster)[engine](xt, yt, xv, yv, spec, config, weight=w)
+    assert 1 <= res.best_iteration <= 40
+    assert res.booster.num_trees() == res.best_iteration
+    assert res.booster.feature_name() == spec.names
+    np.testing.assert_allclose(res.valid_pred, res.booster.predict(xv), rtol=0, atol=1e-9)
+    assert len(res.valid_logloss) >= res.best_iteration
+    assert res.valid_pred.mean() < yv.mean() / 4, (res.valid_pred.mean(), yv.mean())
