@@ -159,6 +159,8 @@ def _train(target: str, logs: Path | None, source: str, rows: int, seed: int,
 
         cfg = load_config(target, config, overrides or [])  # type: ignore[arg-type]
         if dask is not None:
+            if source not in ("auto", "canonical"):
+                raise ValueError(f"--dask reads canonical Parquet logs, not --source {source}")
             _train_dask(cfg, logs, dask)
             return
         if logs is not None and not logs.is_file():

@@ -136,6 +136,7 @@ def test_bad_address_and_missing_logs_are_one_line(mlflow_uri):
         (["--dask", "localhost:8786"], "expected a scheduler address"),
         (["--dask", "local:0"], "local:N needs"),
         (["--dask", "local:2"], "--dask needs --logs"),
+        (["--dask", "local:2", "--source", "ipinyou"], "reads canonical Parquet"),
         (["--dask", "tcp://127.0.0.1:9", "--logs", "x"], "no Dask scheduler answered"),
     ):
         result = CliRunner().invoke(app, ["train", "ctr", *args, "--set", "connect_timeout_s=2"])
@@ -229,3 +230,20 @@ def test_fitter_contract(engine, cluster, small_logs):
     np.testing.assert_allclose(res.valid_pred, res.booster.predict(xv), rtol=0, atol=1e-9)
     assert len(res.valid_logloss) >= res.best_iteration
     assert res.valid_pred.mean() < yv.mean() / 4, (res.valid_pred.mean(), yv.mean())
+
+
+def test_a_partition_quarantines_its_bad_rows(tmp_path, small_logs):
+    """Each partition is validated by ingest's rules on its worker: bad rows are counted and
+    written with their reason, never dropped silently (rows_in = used + quarantined)."""
+    from training.dask_data import clean_part
+
+    part = small_logs.head(50).with_columns(
+        bid_price=pl.when(pl.int_range(pl.len()) == 7).then(-1.0).otherwise(pl.col("bid_price"))
+    )
+    frame, stats = clean_part(
+        part.to_pandas(use_pyarrow_extension_array=True), 3, "ctr", str(tmp_path)
+    )
+    assert (stats["rows_in"], stats["rows_used"], stats["rows_quarantined"]) == (50, 49, 1)
+    bad = pl.read_csv(tmp_path / "part-00003.quarantine.csv")
+    assert bad.height == 1 and bad["row_number"][0] == 8 and "bid_price" in bad["reason"][0]
+    assert frame.height == part.filter(pl.col("won").fill_null(True)).height - 1
