@@ -27,7 +27,7 @@ from typing import Final
 
 import polars as pl
 
-from features.adapters import ADAPTERS, detect_source
+from features.adapters import ADAPTERS, Adapter, detect_source
 from features.profiles import add_user_counters
 from features.schema import COUNTER_COLUMNS, SCHEMA, TRUTH_SCHEMA, conform
 from features.validation import SEGMENT_SEPARATOR, validate
@@ -63,7 +63,11 @@ class LoadResult:
 
 
 def load_logs(
-    path: Path | str, *, source: str = "auto", quarantine_path: Path | None = None
+    path: Path | str,
+    *,
+    source: str = "auto",
+    quarantine_path: Path | None = None,
+    add_counters: bool = True,
 ) -> LoadResult:
     """Load a log file (Parquet, or CSV/TSV optionally gzipped) into the canonical schema.
 
@@ -81,7 +85,8 @@ def load_logs(
 
     Numbers, times, booleans, enums and IPs are stripped of blanks before parsing; other
     strings are kept as written, an empty one being null. Counters are computed from the used
-    rows, strictly as of each row, when the source has none of them. Rows keep file order.
+    rows, strictly as of each row, when the source has none of them (unless `add_counters` is
+    false: `features.logset` computes them over several files). Rows keep file order.
     """
     path = Path(path)
     shown = str(path)
@@ -94,6 +99,44 @@ def load_logs(
         fmt = "" if adapter.name == "canonical" else f" of the {adapter.name} format"
         raise LogError(f"{shown}: missing required columns{fmt}: {', '.join(missing)}")
 
+    checked = check_batch(raw, adapter, shown)
+    frame = checked.frame
+    if add_counters and not checked.has_counters:
+        frame = with_counters(frame)
+    target = quarantine_target(path, quarantine_path)
+    if checked.bad is not None:
+        write_quarantine(checked.bad, target)
+    elif target.is_file():
+        target.unlink()
+    return LoadResult(
+        frame=frame,
+        rows_in=raw.height,
+        rows_used=frame.height,
+        rows_quarantined=checked.rows_bad,
+        quarantine_path=target if checked.bad is not None else None,
+        source=adapter.name,
+        reasons=checked.reasons,
+    )
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One batch of raw rows after validation: the good rows (canonical) and the bad ones
+    (scrubbed, with `row_number` and `reason`, ready for the quarantine file)."""
+
+    frame: pl.DataFrame
+    bad: pl.DataFrame | None
+    reasons: dict[str, int]
+    has_counters: bool  # the source carried the user counters (else `with_counters`)
+
+    @property
+    def rows_bad(self) -> int:
+        return 0 if self.bad is None else self.bad.height
+
+
+def check_batch(raw: pl.DataFrame, adapter: Adapter, shown: str, first_row: int = 1) -> Checked:
+    """Validate a batch of raw rows of one file; `first_row` is the 1-based data row number of
+    its first row in that file, so quarantined rows are numbered as in the file."""
     candidate = adapter.to_canonical(raw)
     try:
         parsed, reason = validate(candidate)
@@ -101,31 +144,22 @@ def load_logs(
         raise LogError(f"{shown}: {exc}") from None
     bad = reason.is_not_null()
     n_bad = int(bad.sum())
-
     frame = conform(parsed.filter(~bad))
-    if all(c not in candidate.columns for c in COUNTER_COLUMNS):
-        frame = add_user_counters(frame)
-        frame = frame.select([*SCHEMA, *(c for c in TRUTH_SCHEMA if c in frame.columns)])
-
-    target = _quarantine_target(path, quarantine_path)
+    rows = None
     if n_bad:
-        rows = raw.with_row_index("row_number", offset=1).filter(bad)
+        rows = raw.with_row_index("row_number", offset=first_row).filter(bad)
         rows = adapter.scrub(rows).select(
             "row_number", reason.filter(bad).alias("reason"), *raw.columns
         )
-        _write_quarantine(rows, target)
-    elif target.is_file():
-        target.unlink()
     counts = reason.filter(bad).str.replace(r":.*$", "").value_counts(sort=True)
-    return LoadResult(
-        frame=frame,
-        rows_in=raw.height,
-        rows_used=frame.height,
-        rows_quarantined=n_bad,
-        quarantine_path=target if n_bad else None,
-        source=adapter.name,
-        reasons=dict(counts.iter_rows()),
-    )
+    has = not all(c not in candidate.columns for c in COUNTER_COLUMNS)
+    return Checked(frame, rows, dict(counts.iter_rows()), has)
+
+
+def with_counters(frame: pl.DataFrame) -> pl.DataFrame:
+    """The user counters computed from the rows themselves (a source without them)."""
+    frame = add_user_counters(frame)
+    return frame.select([*SCHEMA, *(c for c in TRUTH_SCHEMA if c in frame.columns)])
 
 
 def read_raw(path: Path, shown: str) -> pl.DataFrame:
@@ -186,7 +220,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _quarantine_target(path: Path, given: Path | None) -> Path:
+def quarantine_target(path: Path, given: Path | None) -> Path:
     stem = path.name.removesuffix(".gz")
     stem = stem.rsplit(".", 1)[0] if "." in stem else stem
     name = stem + QUARANTINE_SUFFIX
@@ -205,7 +239,7 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
 
 
-def _write_quarantine(rows: pl.DataFrame, target: Path) -> None:
+def write_quarantine(rows: pl.DataFrame, target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.suffix == ".parquet":
@@ -238,6 +272,26 @@ def write_csv(frame: pl.DataFrame, path: Path | str) -> None:
     _csv_ready(frame).write_csv(Path(path))
 
 
+class ContentHash:
+    """SHA-256 over frames written as CSV in canonical column order, one after the other: the
+    digest of the concatenated frames, whatever the batches (a header only before the first)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._header = True
+
+    def update(self, frame: pl.DataFrame) -> None:
+        flat = _csv_ready(frame, separator="\x1f")
+        for start in range(0, max(flat.height, 1 if self._header else 0), _HASH_CHUNK):
+            buffer = io.BytesIO()
+            flat.slice(start, _HASH_CHUNK).write_csv(buffer, include_header=self._header)
+            self._header = False
+            self._digest.update(buffer.getvalue())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def fingerprint(result: LoadResult) -> dict[str, str | int | None]:
     """What identifies the training data of a run: source, counts, time span, content hash.
 
@@ -246,12 +300,8 @@ def fingerprint(result: LoadResult) -> dict[str, str | int | None]:
     versions) nor on Parquet encoding. It is streamed in chunks to keep memory flat.
     """
     times = result.frame.get_column("event_time")
-    digest = hashlib.sha256()
-    flat = _csv_ready(result.frame, separator="\x1f")
-    for start in range(0, max(flat.height, 1), _HASH_CHUNK):
-        buffer = io.BytesIO()
-        flat.slice(start, _HASH_CHUNK).write_csv(buffer, include_header=start == 0)
-        digest.update(buffer.getvalue())
+    digest = ContentHash()
+    digest.update(result.frame)
     return {
         "source": result.source,
         "rows_in": result.rows_in,
@@ -267,4 +317,16 @@ def _iso(value: object) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
 
 
-__all__ = ["LoadResult", "LogError", "fingerprint", "load_logs", "write_csv"]
+__all__ = [
+    "Checked",
+    "ContentHash",
+    "LoadResult",
+    "LogError",
+    "check_batch",
+    "fingerprint",
+    "load_logs",
+    "quarantine_target",
+    "with_counters",
+    "write_csv",
+    "write_quarantine",
+]

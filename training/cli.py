@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from training.cli_support import errors, quiet_mlflow, user_errors
+from training.score_cli import register_score
 from training.simulate_cli import register_simulate
 
 console = Console()
@@ -36,7 +37,12 @@ class TargetName(StrEnum):
 
 LogsOpt = Annotated[
     Path | None,
-    typer.Option(help="Log file (Parquet, CSV/TSV, optionally gzipped); default: synthetic logs."),
+    typer.Option(
+        help=(
+            "Logs: a file (Parquet, CSV/TSV, optionally gzipped), a folder of them (e.g. "
+            "date=... partitions) or a quoted glob; default: synthetic logs."
+        )
+    ),
 ]
 SourceOpt = Annotated[
     str, typer.Option(help="Log format: auto, canonical, ipinyou or ipinyou_ctr.")
@@ -121,7 +127,7 @@ def _load(
     from training.pipeline import DataSource, load_data
 
     if logs is not None:
-        src = DataSource(kind="logs", path=str(logs.resolve()), source=source)
+        src = DataSource(kind="logs", path=_resolved(logs), source=source)
         label = f"loading {logs}"
     else:
         src = DataSource(kind="synth", rows=rows, seed=seed, days=days)
@@ -130,6 +136,20 @@ def _load(
     frame, fp = load_data(src)
     progress.update(task, total=1, completed=1)
     return frame, fp
+
+
+def _check_logs(logs: Path | None) -> None:
+    """Fail before any work on a --logs that names no file (file, folder or glob)."""
+    if logs is not None:
+        from features.logset import log_files
+
+        log_files(logs)  # a LogError naming the path
+
+
+def _resolved(logs: Path) -> str:
+    """An absolute --logs (file, folder or glob), so the run records where the data were."""
+    text = str(logs)
+    return text if Path(text).is_absolute() else str(Path.cwd() / text)
 
 
 def _fmt(value: Any) -> str:
@@ -163,8 +183,7 @@ def _train(target: str, logs: Path | None, source: str, rows: int, seed: int,
                 raise ValueError(f"--dask reads canonical Parquet logs, not --source {source}")
             _train_dask(cfg, logs, dask)
             return
-        if logs is not None and not logs.is_file():
-            raise ValueError(f"--logs {logs}: no such file")
+        _check_logs(logs)
         quiet_mlflow()
         from training import pipeline, tracking
 
@@ -290,8 +309,7 @@ def register(app: typer.Typer) -> None:
 
             cfg = load_config(target.value, config)  # type: ignore[arg-type]
             bound = cfg.max_ece_rel if max_ece_rel is None else max_ece_rel
-            if logs is not None and not logs.is_file():
-                raise ValueError(f"--logs {logs}: no such file")
+            _check_logs(logs)
             quiet_mlflow()
             with console.status(f"re-scoring bidopt-{target.value} champion and challenger"):
                 decision = promote(target.value, max_ece_rel=bound, logs=logs)  # type: ignore[arg-type]
@@ -327,6 +345,7 @@ def register(app: typer.Typer) -> None:
         _quickstart(rows, seed, days)
 
     register_simulate(app)
+    register_score(app)
 
 
 def _quickstart(rows: int, seed: int, days: int = QUICKSTART_DAYS) -> None:

@@ -42,6 +42,7 @@ class Split(_Section):
     train_frac: Fraction
     valid_frac: Fraction
     max_valid_rows: Annotated[int, Field(ge=0, description="0: every validation row")]
+    max_test_rows: Annotated[int, Field(ge=0, description="0: every test row")]
 
     @model_validator(mode="after")
     def _leaves_a_test_window(self) -> Split:
@@ -176,6 +177,10 @@ class TrainConfig:
     @property
     def max_valid_rows(self) -> int:
         return int(self.sections["split"]["max_valid_rows"])
+
+    @property
+    def max_test_rows(self) -> int:
+        return int(self.sections["split"]["max_test_rows"])
 
     @property
     def attribution_days(self) -> float:

@@ -25,7 +25,7 @@ import itertools
 import math
 import operator
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from training.pipeline import (
 )
 from training.pipeline import train as train_local
 from training.splits import LABEL, Split
+from training.windows import _keep  # the local path's thinning of the test window
 
 FOLDS = 5  # as spec_fit.out_of_fold_lifts
 _EPS = 1e-15  # LightGBM's binary_logloss clips probabilities here
@@ -207,7 +208,7 @@ class DaskFitter:
 
     def __call__(
         self,
-        x_train: np.ndarray,
+        x_train: np.ndarray | Sequence[lgb.Sequence],
         y_train: np.ndarray,
         x_valid: np.ndarray,
         y_valid: np.ndarray,
@@ -216,7 +217,12 @@ class DaskFitter:
         on_iteration: Callable[[int, int], None] | None = None,
         *,
         weight: np.ndarray | None = None,
+        on_built: Callable[[], None] | None = None,
     ) -> FitResult:
+        if not isinstance(x_train, np.ndarray):  # encoded batches: pCVR's clicks, small
+            x_train = np.concatenate([s[0 : len(s)] for s in x_train]) if x_train else np.empty(0)
+            if on_built is not None:
+                on_built()
         if x_train.shape[0] == 0 or x_valid.shape[0] == 0:
             raise ValueError("cannot fit on an empty training or validation window")
         workers = sorted(self.cluster.workers())
@@ -292,6 +298,11 @@ def train_ctr(
             )
     valid = dask_data.collect_window(client, parts, t1, t2).sort("event_time", maintain_order=True)
     test = dask_data.collect_window(client, parts, t2, None)
+    test = test.filter(pl.Series(_keep(test.get_column("event_time"), cfg.max_test_rows)))
+    if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
+        valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
+    info |= {"rows_valid_kept": valid.height}
+    info |= {"rows_test_kept": test.height}
     split = Split(train=test.clear(), valid=valid, test=test, valid_start=t1, test_start=t2)
     timings = {"split_s": time.perf_counter() - t0}
 
@@ -323,8 +334,6 @@ def train_ctr(
 
     wait(xy)
     parts.frames = []  # every window is out of the partitions now: free the workers' copies
-    if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
-        valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
     x_valid, y_valid = encode_matrix(valid, spec), labels(valid)
     timings["features_s"] = time.perf_counter() - t
     rep.step("fit")

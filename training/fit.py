@@ -8,7 +8,7 @@ the forest splits on sets of publishers or creatives instead of on arbitrary cod
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ def booster_params(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fit_booster(
-    x_train: np.ndarray,
+    x_train: np.ndarray | Sequence[lgb.Sequence],
     y_train: np.ndarray,
     x_valid: np.ndarray,
     y_valid: np.ndarray,
@@ -93,6 +93,7 @@ def fit_booster(
     on_iteration: Callable[[int, int], None] | None = None,
     *,
     weight: np.ndarray | None = None,
+    on_built: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train with early stopping on the validation window and keep only the trees used.
 
@@ -100,23 +101,35 @@ def fit_booster(
     is what the bundle stores, so in-process and served predictions come from the same forest.
     `on_iteration(done, total)` lets the CLI drive a progress bar. `weight` weighs the
     training rows (pCVR's delayed-feedback EM duplicates open clicks with weights q and 1 - q).
+    `x_train` is a matrix, or the training rows as `lightgbm.Sequence` parts
+    (`training.trainset`), from which LightGBM builds its binned Dataset without the matrix;
+    `on_built` is then called once that Dataset is built.
     """
-    if x_train.shape[0] == 0 or x_valid.shape[0] == 0:
+    in_memory = isinstance(x_train, np.ndarray)
+    rows = x_train.shape[0] if in_memory else sum(len(s) for s in x_train)
+    if rows == 0 or x_valid.shape[0] == 0:
         raise ValueError("cannot fit on an empty training or validation window")
-    if x_train.shape[1] != len(spec.names):
+    if in_memory and x_train.shape[1] != len(spec.names):
         raise ValueError(f"matrix has {x_train.shape[1]} columns, spec has {len(spec.names)}")
+    if rows != len(y_train):
+        raise ValueError(f"{rows} training rows, {len(y_train)} labels")
     params = booster_params(config)
     rounds = int(config.get("num_boost_round", 1000))
     stopping = int(config.get("early_stopping_rounds", 50))
     names, cats = spec.names, spec.categorical
     train_set = lgb.Dataset(
-        x_train,
+        x_train if in_memory else list(x_train),
         label=y_train,
         weight=weight,
         feature_name=names,
         categorical_feature=cats,
         free_raw_data=True,
+        params=params,
     )
+    if not in_memory:  # built now, so that the batches' encoding can be let go of
+        train_set.construct()
+        if on_built is not None:
+            on_built()
     valid_set = lgb.Dataset(
         x_valid, label=y_valid, reference=train_set, feature_name=names, categorical_feature=cats
     )

@@ -7,7 +7,9 @@ definition of what "a trained bidopt model" is. MLflow I/O is delegated to `trac
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -21,14 +23,18 @@ import polars as pl
 
 from features.batch import encode_matrix
 from features.bundle import ModelBundle
+from features.logset import Batches
 from features.spec import FeatureSpec
 from features.spec_fit import fit_spec, out_of_fold_lifts
+from training.batch_fit import Counter, FrameTrain, TrainRows, count_rows, spec_of
 from training.calibrate import CalibrationChoice, choose_calibrator
 from training.config import Target, TrainConfig
 from training.delay import DelayedSet, build, fit_em, targets
 from training.evaluate import Evaluation, evaluate
 from training.fit import FitResult, feature_importance, fit_booster
 from training.splits import LABEL, Split, data_cutoff, make_split
+from training.trainset import encoded_batches, release
+from training.windows import windows_for
 
 TRUTH = {"ctr": "true_ctr", "cvr": "true_cvr"}
 # fit_booster's signature: (x, y, x_valid, y_valid, spec, lightgbm config, on_iteration, weight=)
@@ -66,9 +72,12 @@ class DataSource:
         )
 
 
-def load_data(src: DataSource) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The canonical frame and its fingerprint (source, counts, time span, content hash)."""
-    from features.ingest import LoadResult, fingerprint, load_logs
+def load_data(src: DataSource, stage: Path | None = None) -> tuple[Batches, dict[str, Any]]:
+    """The validated canonical log as batches, and its fingerprint (source, counts, time span,
+    content hash). Logs (a file, folder or glob) are validated once into `stage` (a temporary
+    folder removed at exit by default), then read from there batch by batch."""
+    from features.ingest import LoadResult, fingerprint
+    from features.logset import FrameBatches, ingest
 
     if src.kind == "synth":
         from features.synth import generate
@@ -77,14 +86,17 @@ def load_data(src: DataSource) -> tuple[pl.DataFrame, dict[str, Any]]:
             raise ValueError(f"--rows must be positive, got {src.rows}")
         frame = generate(src.rows, seed=src.seed, days=src.days)
         result = LoadResult(frame, frame.height, frame.height, 0, None, "synth")
-    else:
-        result = load_logs(Path(src.path), source=src.source)
-        if result.rows_used == 0:
-            raise ValueError(f"{src.path}: no usable rows ({result.rows_quarantined} quarantined)")
-    fp = {**fingerprint(result), **src.params()}
-    if result.quarantine_path is not None:
-        fp["quarantine_path"] = str(result.quarantine_path)
-    return result.frame, fp
+        return FrameBatches(frame), {**fingerprint(result), **src.params()}
+    if stage is None:
+        stage = Path(tempfile.mkdtemp(prefix="bidopt-stage-"))
+        atexit.register(shutil.rmtree, stage, ignore_errors=True)
+    loaded = ingest(src.path, stage, source=src.source)
+    if loaded.rows_used == 0:
+        raise ValueError(f"{src.path}: no usable rows ({loaded.rows_quarantined} quarantined)")
+    fp = {**loaded.fingerprint(), **src.params()}
+    if loaded.quarantine_paths:
+        fp["quarantine_path"] = ", ".join(str(p) for p in loaded.quarantine_paths)
+    return loaded.logs, fp
 
 
 class Engine(Protocol):
@@ -160,6 +172,7 @@ def score_window(
 
 
 def split_for(df: pl.DataFrame, cfg: TrainConfig) -> tuple[Split, dict[str, int]]:
+    """The in-memory split of a frame (benches comparing models on one split)."""
     return make_split(
         df,
         cfg.target,
@@ -169,8 +182,11 @@ def split_for(df: pl.DataFrame, cfg: TrainConfig) -> tuple[Split, dict[str, int]
     )
 
 
-def delayed_for(df: pl.DataFrame, split: Split, cfg: TrainConfig) -> DelayedSet | None:
-    """pCVR's training rows under `cvr.delay` naive or em (None: drop, or a pCTR model)."""
+def delayed_for(
+    df: pl.DataFrame, split: Split, cfg: TrainConfig, cutoff: datetime | None = None
+) -> DelayedSet | None:
+    """pCVR's training rows under `cvr.delay` naive or em (None: drop, or a pCTR model).
+    `df` holds at least every click; `cutoff` is the log's (default: df's newest row)."""
     if cfg.target != "cvr" or cfg.delay == "drop":
         return None
     cvr = cfg.section("cvr")
@@ -179,7 +195,7 @@ def delayed_for(df: pl.DataFrame, split: Split, cfg: TrainConfig) -> DelayedSet 
         df,
         cfg.delay,
         cfg.attribution_days,
-        data_cutoff(df),
+        data_cutoff(df) if cutoff is None else cutoff,
         by=str(cvr["delay_by"]),
         delay_prior=float(cvr["delay_prior"]),
     )
@@ -190,42 +206,67 @@ def fit_bundle(
     cfg: TrainConfig,
     reporter: Reporter | None = None,
     delayed: DelayedSet | None = None,
+    *,
+    train_rows: TrainRows | None = None,
+    counter: Counter | None = None,
     fitter: Fitter = fit_booster,
 ) -> tuple[ModelBundle, FitResult, CalibrationChoice, dict[str, float]]:
     """Spec on the training window only, LightGBM with early stopping, calibration.
 
-    With `delayed` (pCVR under cvr.delay naive or em), the training rows are its frame (the
-    matured window plus the clicks still open at the cut-off); validation and calibration stay
-    on the matured validation window, whose labels are final.
+    The training rows are `train_rows` (batches read again as needed; `counter` holds their
+    counts when they were counted while cut out) or `split.train`; they are counted for the
+    spec and encoded batch by batch into LightGBM's Dataset, never as one matrix
+    (`training.batch_fit`). With `delayed` (pCVR under cvr.delay naive or em: clicks only, a
+    small frame), the training rows are its frame (the matured window plus the clicks still
+    open at the cut-off), encoded in memory, since EM refits on reweighted copies of them;
+    validation and calibration stay on the matured validation window, whose labels are final.
     """
     rep = reporter or Reporter()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     rep.step("features")
-    train = split.train if delayed is None else delayed.frame
-    spec: FeatureSpec = fit_spec(train, label=LABEL, **cfg.section("spec"))
     valid = split.valid
     if 0 < cfg.max_valid_rows < valid.height:  # thinned evenly, so still in time order
         valid = valid.gather_every(math.ceil(valid.height / cfg.max_valid_rows))
-    # the training rows' segment lifts are out of fold: a row never sees its own label
-    x_train = encode_matrix(train, spec, given=out_of_fold_lifts(train, spec, LABEL))
-    x_valid = encode_matrix(valid, spec)
     y_valid = labels(valid)
-    timings["features_s"] = time.perf_counter() - t
-    rep.step("fit")
-
-    def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> FitResult:
-        return fitter(x, y, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration, weight=w)
-
     if delayed is None:
-        fit = fit_rows(x_train, labels(train), None)
-    elif delayed.mode == "em":
-        fit, _ = fit_em(delayed, x_train, cfg.em_iterations, fit_rows)
+        rows = train_rows if train_rows is not None else FrameTrain(split.train)
+        counter = counter if counter is not None else count_rows(rows, cfg.section("spec"))
+        fitted = spec_of(counter)
+        spec: FeatureSpec = fitted.spec
+        x_valid = encode_matrix(valid, spec)
+        parts = encoded_batches(rows, spec, fitted.tables, fitted.bounds)
+        timings["features_s"] = time.perf_counter() - t
+        rep.step("fit")
+        fit = fitter(
+            parts,
+            counter.y(),
+            x_valid,
+            y_valid,
+            spec,
+            cfg.lightgbm,
+            rep.iteration,
+            on_built=lambda: release(parts),
+        )
     else:
-        rows = targets(delayed)
-        fit = fit_rows(x_train[rows.rows], rows.y, rows.weight)
+        train = delayed.frame
+        spec = fit_spec(train, label=LABEL, **cfg.section("spec"))
+        # the training rows' segment lifts are out of fold: a row never sees its own label
+        x_train = encode_matrix(train, spec, given=out_of_fold_lifts(train, spec, LABEL))
+        x_valid = encode_matrix(valid, spec)
+        timings["features_s"] = time.perf_counter() - t
+        rep.step("fit")
+
+        def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> FitResult:
+            return fitter(x, y, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration, weight=w)
+
+        if delayed.mode == "em":
+            fit, _ = fit_em(delayed, x_train, cfg.em_iterations, fit_rows)
+        else:
+            rows_ = targets(delayed)
+            fit = fit_rows(x_train[rows_.rows], rows_.y, rows_.weight)
+        del x_train
     timings["fit_s"] = time.perf_counter() - t - timings["features_s"]  # EM: all its fits
-    del x_train
     bundle, choice, timings["calibrate_s"] = calibrated_bundle(fit, spec, y_valid, cfg, rep)
     return bundle, fit, choice, timings
 
@@ -253,7 +294,7 @@ def calibrated_bundle(
 
 
 def train(
-    df: pl.DataFrame,
+    data: pl.DataFrame | Batches,
     fingerprint: Mapping[str, Any],
     cfg: TrainConfig,
     *,
@@ -265,18 +306,24 @@ def train(
 ) -> TrainOutcome:
     """Train, evaluate on the test window and (by default) log and register the model.
 
-    `fitter` fits the booster (`training.dask_train` passes one training on a Dask cluster);
-    `engine` adds its params and tags to the run."""
+    `data` is a frame or batched logs (`features.logset`): the same path either way. `fitter`
+    fits the booster (`training.dask_train` passes one training on a Dask cluster); `engine`
+    adds its params and tags to the run."""
     rep = reporter or Reporter()
     rep.step("split")
     t0 = time.perf_counter()
-    split, info = split_for(df, cfg)
-    delayed = delayed_for(df, split, cfg)
+    w = windows_for(data, cfg)
+    split, info = w.split, dict(w.info)
+    delayed = None
+    if w.clicks is not None:
+        delayed = delayed_for(w.clicks, split, cfg, w.cutoff)
     if delayed is not None:
         info |= delayed.info
         info["rows_train_used"] = delayed.frame.height
     split_s = time.perf_counter() - t0
-    bundle, fit, choice, timings = fit_bundle(split, cfg, rep, delayed, fitter)
+    bundle, fit, choice, timings = fit_bundle(
+        split, cfg, rep, delayed, train_rows=w.train_rows, counter=w.counter, fitter=fitter
+    )
     timings["split_s"] = split_s
     return finish(
         split, info, (bundle, fit, choice, timings), fingerprint, cfg, rep, register=register,

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from features.logset import Batches
 from training.config import Target, load_config
 
 GATE_METRICS = ("logloss", "ece_rel", "auc", "ne", "calibration_ratio", "oracle_gap")
@@ -56,7 +57,7 @@ def gate(
 
 
 def _window_config(target: Target, params: dict[str, str]) -> Any:
-    keys = ("split.train_frac", "split.valid_frac", "cvr.attribution_days")
+    keys = ("split.train_frac", "split.valid_frac", "split.max_test_rows", "cvr.attribution_days")
     return load_config(target, overrides=[f"{k}={params[k]}" for k in keys if k in params])
 
 
@@ -64,7 +65,7 @@ def promote(
     target: Target,
     *,
     max_ece_rel: float = 0.1,
-    frame: pl.DataFrame | None = None,
+    frame: pl.DataFrame | Batches | None = None,
     logs: Path | None = None,
 ) -> Decision:
     """Move `champion` to the `challenger` version when it passes the gate.
@@ -89,17 +90,18 @@ def promote(
         )
     params = tracking.run_params(chal.run_id)
     notes: list[str] = []
-    if frame is None:
+    data: Any = frame
+    if data is None:
         if logs is not None:
             src = pipeline.DataSource(kind="logs", path=str(logs))
         else:
             src = pipeline.DataSource.from_fingerprint(tracking.run_fingerprint(chal.run_id))
-        frame, fp = pipeline.load_data(src)
+        data, fp = pipeline.load_data(src)
         recorded = params.get("data.content_sha256")
         if logs is None and recorded and recorded != fp.get("content_sha256"):
             notes.append("re-created data differ from the challenger run's (content hash)")
     cfg = _window_config(target, params)
-    split, _ = pipeline.split_for(frame, cfg)
+    split = pipeline.windows_for(data, cfg, count=False).split  # the test window, bounded
     scores = {}
     for label, version in (("challenger", chal), ("champion", champ)):
         bundle = tracking.load_bundle(version.model_uri)

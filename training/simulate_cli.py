@@ -41,7 +41,8 @@ def _plot(table: object, path: Path) -> Path:
 
 def simulate_command(
     logs: Annotated[
-        Path | None, typer.Option(help="Logs to replay (Parquet/CSV); default: synthetic.")
+        Path | None,
+        typer.Option(help="Logs to replay (a file, folder or glob); default: synthetic."),
     ] = None,
     rows: Annotated[int, typer.Option(help="Synthetic rows when no --logs.")] = 300_000,
     seed: Annotated[int, typer.Option(help="Synthetic seed.")] = 0,
@@ -176,10 +177,12 @@ def simulate_command(
 
 
 def _load(path: Path | None, rows: int, seed: int, columns: tuple[str | None, ...] = ()) -> object:
+    from features.logset import collect
     from training.pipeline import DataSource, load_data
 
     src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
-    frame, fp = load_data(src)
+    logs, fp = load_data(src)
+    frame = collect(logs)
     wanted = [c for c in columns if c and c not in frame.columns]
     if path is not None and wanted:
         frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
@@ -264,7 +267,11 @@ def _model(df: object, target: str, alias: str) -> object:
     tracking.connect()
     name = tracking.MODEL_NAMES[target]
     bundle = tracking.load_bundle(f"models:/{name}@{alias}")
-    return bundle.predict_frame(df)  # type: ignore[arg-type]
+    from features.logset import FrameBatches
+    from training.score import probabilities
+
+    # batch by batch (`bidopt score`'s path): never the feature matrix of the whole log
+    return probabilities(FrameBatches(df), bundle)  # type: ignore[arg-type]
 
 
 def register_simulate(app: typer.Typer) -> None:

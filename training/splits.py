@@ -141,8 +141,10 @@ def make_split(
     train_frac: float = 0.7,
     valid_frac: float = 0.15,
     attribution_days: float = 7.0,
+    cutoff: datetime | None = None,
 ) -> tuple[Split, dict[str, int]]:
-    """The labelled time windows for one model, plus counts worth logging."""
+    """The labelled time windows for one model, plus counts worth logging. `cutoff`: the
+    log's, when `df` is only part of it (pCVR's clicks); default df's newest event_time."""
     if target == "ctr":
         # filtered and labelled while each window is cut out: one copy of the log, not three
         split = time_split(
@@ -150,7 +152,7 @@ def make_split(
         )
         info = {"rows_shown": sum(split.counts().values())}
     else:
-        rows, info = cvr_rows(df, attribution_days)
+        rows, info = cvr_rows(df, attribution_days, cutoff)
         if rows.height == 0:
             raise SplitError(
                 f"no clicks with a closed attribution window ({attribution_days:g} days) "

@@ -70,9 +70,9 @@ def test_dask_model_matches_the_local_path(tmp_path, store, cluster, logs):
     assert proc.returncode == 0, out + err
     assert "registered bidopt-ctr version 1" in " ".join(out.split())
 
-    frame, fp = load_data(DataSource(kind="logs", path=str(single)))
+    logs_, fp = load_data(DataSource(kind="logs", path=str(ds)))  # the same folder, locally
     cfg = load_config("ctr", None, [s for s in FAST if s != "--set"])
-    local = train(frame, fp, cfg, register=False)
+    local = train(logs_, fp, cfg, register=False)
 
     client = MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version("bidopt-ctr", "1")
@@ -94,7 +94,7 @@ def test_dask_model_matches_the_local_path(tmp_path, store, cluster, logs):
     connect(uri)
     bundle = load_bundle("models:/bidopt-ctr/1")
     assert bundle.spec.names == local.bundle.spec.names
-    p = bundle.predict_frame(frame.head(200), 1)
+    p = bundle.predict_frame(pl.read_parquet(single).head(200), 1)
     assert p.shape == (200,) and np.all((p > 0) & (p < 1))
 
 
