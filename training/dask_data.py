@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from features.schema import COUNTER_COLUMNS, REQUIRED, SCHEMA, TRUTH_SCHEMA, conform
+from features.schema import COUNTER_COLUMNS, REQUIRED, SCHEMA, TRUTH_SCHEMA
 from training.splits import CLICK_LABEL, LABEL, SHOWN, SplitError
 
 TIME = "event_time"
@@ -107,25 +107,16 @@ def clean_part(pdf: Any, index: int, target: str, qdir: str) -> tuple[pl.DataFra
     the time span, and for pCTR the per-minute histogram the exact cut points come from.
     """
     from features.adapters import ADAPTERS
-    from features.ingest import _csv_ready, _write_quarantine
-    from features.validation import validate
+    from features.ingest import _csv_ready, check_batch, write_quarantine
 
     raw = pl.from_pandas(pdf)
-    adapter = ADAPTERS["canonical"]
-    try:
-        parsed, reason = validate(adapter.to_canonical(raw))
-    except TypeError as exc:
-        raise DaskLogError(f"partition {index}: {exc}") from None
-    bad = reason.is_not_null()
-    n_bad = int(bad.sum())
-    frame = conform(parsed.filter(~bad))
-    frame = frame.select([*SCHEMA, *(c for c in TRUTH_SCHEMA if c in frame.columns)])
-    if n_bad:
-        rows = raw.with_row_index("row_number", offset=1).filter(bad)
-        rows = adapter.scrub(rows).select(
-            "row_number", reason.filter(bad).alias("reason"), *raw.columns
-        )
-        _write_quarantine(rows, Path(qdir) / f"part-{index:05d}.quarantine.csv")
+    checked = check_batch(raw, ADAPTERS["canonical"], f"partition {index}")
+    frame = checked.frame.select(
+        [*SCHEMA, *(c for c in TRUTH_SCHEMA if c in checked.frame.columns)]
+    )
+    n_bad = checked.rows_bad
+    if checked.bad is not None:
+        write_quarantine(checked.bad, Path(qdir) / f"part-{index:05d}.quarantine.csv")
     digest = hashlib.sha256()
     buffer = io.BytesIO()
     _csv_ready(frame, separator="\x1f").write_csv(buffer, include_header=index == 0)
@@ -136,7 +127,7 @@ def clean_part(pdf: Any, index: int, target: str, qdir: str) -> tuple[pl.DataFra
         "rows_in": raw.height,
         "rows_used": frame.height,
         "rows_quarantined": n_bad,
-        "reasons": dict(reason.filter(bad).str.replace(r":.*$", "").value_counts().iter_rows()),
+        "reasons": checked.reasons,
         "sha256": digest.hexdigest(),
         "time_min": times.min(),
         "time_max": times.max(),
