@@ -145,6 +145,11 @@ def child(args: list[str], timeout: float) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
+    log = (
+        Path(args[args.index("--dir") + 1])
+        / f"{args[args.index('--phase') + 1]}-{args[args.index('--rows') + 1]}.log"
+    )
+    log.write_text(proc.stderr)  # the child's own messages (workers' too), for a failure
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]

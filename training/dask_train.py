@@ -47,7 +47,7 @@ from features.spec_fit import (
     spec_from_counts,
 )
 from training import dask_data
-from training.cluster import Cluster, free_ports, guarded_fit
+from training.cluster import Cluster, ClusterError, free_ports, guarded_fit
 from training.config import TrainConfig
 from training.fit import FitResult, booster_params
 from training.pipeline import (
@@ -125,6 +125,25 @@ def trimmed_fit(
     )
 
 
+def placed(futures: list[Any], dask_cfg: Mapping[str, Any]) -> None:
+    """Wait for data on the workers, within the fit's bound (a worker lost while the data move
+    would otherwise leave the wait open)."""
+    from distributed import wait
+
+    bound = float(dask_cfg["fit_timeout_s"])
+    try:
+        wait(futures, timeout=bound)
+    except TimeoutError:
+        raise ClusterError(
+            f"the training rows did not reach the Dask workers within {bound:g} s "
+            "(dask.fit_timeout_s)"
+        ) from None
+
+
+def _running(worker: Mapping[str, Any]) -> bool:
+    return str(worker.get("status", "running")).lower().endswith("running")
+
+
 def _has_weight(xy: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> bool:
     return xy[2] is not None
 
@@ -155,11 +174,10 @@ def fit_on_cluster(
     One fit at a time per cluster (`guarded_fit`'s lock), explicit free listening ports and
     LightGBM's network time_out, the chunks already in worker memory (persisted) before it.
     """
-    from distributed import wait
     from lightgbm.dask import DaskLGBMClassifier
 
     client = cluster.client
-    wait(xy)
+    placed(xy, dask_cfg)
     k = len(spec.names)
     get = [dask_data.each(client, operator.itemgetter(i), xy) for i in range(3)]
     x = _dask_array(get[0], [(n, k) for n in rows])
@@ -225,7 +243,7 @@ class DaskFitter:
                 on_built()
         if x_train.shape[0] == 0 or x_valid.shape[0] == 0:
             raise ValueError("cannot fit on an empty training or validation window")
-        workers = sorted(self.cluster.workers())
+        workers = sorted(w for w, d in self.cluster.workers().items() if _running(d))
         n = x_train.shape[0]
         bounds = np.linspace(0, n, min(len(workers), n) + 1).astype(int)
         xy, rows = [], []
@@ -330,9 +348,7 @@ def train_ctr(
         [offsets[i] for i in keep],
         [model] * len(keep),
     )
-    from distributed import wait
-
-    wait(xy)
+    placed(xy, cfg.section("dask"))
     parts.frames = []  # every window is out of the partitions now: free the workers' copies
     x_valid, y_valid = encode_matrix(valid, spec), labels(valid)
     timings["features_s"] = time.perf_counter() - t

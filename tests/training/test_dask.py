@@ -98,35 +98,6 @@ def test_dask_model_matches_the_local_path(tmp_path, store, cluster, logs):
     assert p.shape == (200,) and np.all((p > 0) & (p < 1))
 
 
-def test_worker_killed_mid_fit_is_one_line_and_registers_nothing(tmp_path, store, cluster, logs):
-    uri, env = store
-    ds, _ = logs
-    slow = ["--set", "num_boost_round=200000", "--set", "learning_rate=0.001"]
-    pids = cluster.worker_pids()
-    half = ds / "date=*" / "part-00000.parquet"  # a glob: one of the two parts, fewer rows
-    proc = _cli(
-        ["train", "ctr", "--logs", half, "--dask", cluster.info.scheduler, *slow], tmp_path, env
-    )
-    victim = None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        busy = cluster.client.processing()
-        for worker, keys in busy.items():
-            if any("_train_part" in str(k) for k in keys) and worker in pids:
-                victim = worker
-                break
-        time.sleep(0.05)
-    assert victim is not None, "the fit never started: " + "".join(proc.communicate(timeout=60))
-    os.kill(pids[victim], signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, out + err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert "error:" in lines[0] and "LightGBM fit" in lines[0], lines[0]
-    assert MlflowClient(uri, registry_uri=uri).search_model_versions("name='bidopt-ctr'") == []
-    cluster.client.wait_for_workers(2, timeout=60)  # the nanny brings the killed worker back
-
-
 def test_bad_address_and_missing_logs_are_one_line(mlflow_uri):
     from typer.testing import CliRunner
 
@@ -247,3 +218,33 @@ def test_a_partition_quarantines_its_bad_rows(tmp_path, small_logs):
     bad = pl.read_csv(tmp_path / "part-00003.quarantine.csv")
     assert bad.height == 1 and bad["row_number"][0] == 8 and "bid_price" in bad["reason"][0]
     assert frame.height == part.filter(pl.col("won").fill_null(True)).height - 1
+
+
+# last in the module: it kills one of the module cluster's workers
+def test_worker_killed_mid_fit_is_one_line_and_registers_nothing(tmp_path, store, cluster, logs):
+    uri, env = store
+    ds, _ = logs
+    slow = ["--set", "num_boost_round=200000", "--set", "learning_rate=0.001"]
+    pids = cluster.worker_pids()
+    half = ds / "date=*" / "part-00000.parquet"  # a glob: one of the two parts, fewer rows
+    proc = _cli(
+        ["train", "ctr", "--logs", half, "--dask", cluster.info.scheduler, *slow], tmp_path, env
+    )
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        busy = cluster.client.processing()
+        for worker, keys in busy.items():
+            if any("_train_part" in str(k) for k in keys) and worker in pids:
+                victim = worker
+                break
+        time.sleep(0.05)
+    assert victim is not None, "the fit never started: " + "".join(proc.communicate(timeout=60))
+    os.kill(pids[victim], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert "error:" in lines[0] and "LightGBM fit" in lines[0], lines[0]
+    assert MlflowClient(uri, registry_uri=uri).search_model_versions("name='bidopt-ctr'") == []
+    cluster.client.wait_for_workers(2, timeout=60)  # the nanny brings the killed worker back
