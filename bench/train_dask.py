@@ -104,9 +104,7 @@ def run_dask(files: str, workers: int, rounds: int | None, memory_limit: str | N
     from training.config import load_config
 
     cfg = load_config("ctr", overrides=[f"num_boost_round={rounds}"] if rounds else [])
-    first = Path(files.split(",")[0])
-    n = len({_part(Path(f)) for f in files.split(",")})
-    logs = first.parent.parent / "date=*" / f"part-{_glob_range(list(range(n)))}.parquet"
+    logs = _view(Path(files.split(",")[0]).parent.parent, files.split(","))
     start = time.perf_counter()
     with connect(f"local:{workers}", memory_limit=memory_limit) as cluster:
         t0 = time.perf_counter()
@@ -126,17 +124,15 @@ def run_dask(files: str, workers: int, rounds: int | None, memory_limit: str | N
     }
 
 
-def _glob_range(parts: list[int]) -> str:
-    """A glob for part numbers 0 .. n-1 (n <= 100 000): part-000[0-4]* style is not exact, so
-    the files are listed instead when the range is not a whole power of ten."""
-    n = len(parts)
-    if parts != list(range(n)):
-        raise SystemExit("parts must be 0 .. n-1")
-    if n <= 10:
-        return f"0000[0-{n - 1}]"
-    if n % 10 == 0 and n <= 100:
-        return f"000[0-{n // 10 - 1}][0-9]"
-    raise SystemExit(f"{n} parts: use a multiple of 10 (or at most 10)")
+def _view(ds: Path, files: list[str]) -> Path:
+    """A folder of links to the chosen parts (same date= layout), read as any dataset."""
+    view = ds.parent / f"view-{len(files)}"
+    for f in map(Path, files):
+        link = view / f.parent.name / f.name
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(f)
+    return view
 
 
 def child(args: list[str], timeout: float) -> dict:
