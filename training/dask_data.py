@@ -157,7 +157,10 @@ def load_parts(client: Any, ddf: Any, target: str, path: Path) -> Parts:
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     frames, stat_futures = [], []
     for i, (frame, stat) in enumerate(outs):
-        f, st = client.compute([frame, stat], workers=[workers[i % len(workers)]])
+        # (allowed elsewhere: a partition lost with its worker is recomputed on another)
+        f, st = client.compute(
+            [frame, stat], workers=[workers[i % len(workers)]], allow_other_workers=True
+        )
         frames.append(f)
         stat_futures.append(st)
     stats = client.gather(stat_futures)
