@@ -85,6 +85,12 @@ def each(client: Any, fn: Callable[..., Any], *iterables: Sequence[Any]) -> list
     return client.map(fn, *iterables, pure=False)  # type: ignore[no-any-return]
 
 
+def by_name(workers: dict[str, dict[str, Any]]) -> list[str]:
+    """Worker addresses ordered by worker name (stable across restarts of a cluster, unlike
+    their ports), so that placement and LightGBM's ranks repeat from run to run."""
+    return sorted(workers, key=lambda a: (str(workers[a].get("name", "")), a))
+
+
 def quarantine_dir(path: Path) -> Path:
     """Where partitions put their bad rows: `<logs>.quarantine/` beside the logs, else tmp."""
     import os
@@ -154,7 +160,7 @@ def load_parts(client: Any, ddf: Any, target: str, path: Path) -> Parts:
     outs = [delayed(clean_part, nout=2)(p, i, target, str(qdir)) for i, p in enumerate(parts)]
     # partition i on worker i mod W: every worker holds rows for LightGBM, and a run's
     # placement (hence each worker's share of LightGBM's bin sampling) is reproducible
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = by_name(client.scheduler_info(n_workers=-1)["workers"])
     frames, stat_futures = [], []
     for i, (frame, stat) in enumerate(outs):
         # (allowed elsewhere: a partition lost with its worker is recomputed on another)

@@ -184,7 +184,8 @@ def fit_on_cluster(
     y = _dask_array(get[1], [(n,) for n in rows])
     w = _dask_array(get[2], [(n,) for n in rows])
     has_weight = any(client.gather(dask_data.each(client, _has_weight, xy)))
-    holders = sorted({ws[0] for ws in client.who_has(xy).values() if ws})
+    held = {ws[0] for ws in client.who_has(xy).values() if ws}
+    holders = [w for w in dask_data.by_name(cluster.workers()) if w in held]
     params = {k: v for k, v in booster_params(config).items() if k != "num_threads"}
     model = DaskLGBMClassifier(
         client=client,

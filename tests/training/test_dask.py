@@ -22,7 +22,7 @@ from tests.helpers.cli import bidopt_command
 
 pytestmark = pytest.mark.integration
 
-ROWS, PART_ROWS, SEED = 40_000, 20_000, 3
+ROWS, PART_ROWS, SEED = 80_000, 40_000, 3
 FAST = ["--set", "num_boost_round=80", "--set", "num_threads=1"]
 
 
