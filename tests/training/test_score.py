@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,17 @@ def test_score_writes_the_services_probabilities_for_every_row(
     predictor = Predictor.build(*pair)
     sample = rows.gather(np.linspace(0, rows.height - 1, 60).astype(int))
     wanted = scored.filter(pl.col("request_id").is_in(sample["request_id"].implode()))
-    reqs = request_examples(sample, sample.height)
+    reqs = request_examples(sample, sample.height)  # as a JSON body gives them, parsed:
+    reqs = [r | {"event_time": datetime.fromisoformat(r["event_time"])} for r in reqs]
     one = [predictor.encode(r) for r in reqs]  # the single-request path of /v1/predict
     pctr, pcvr = predictor.score_rows([a for a, _ in one], [b for _, b in one])
     np.testing.assert_allclose(wanted["pctr"].to_numpy(), pctr, rtol=1e-12, atol=0)
     np.testing.assert_allclose(wanted["pcvr"].to_numpy(), pcvr, rtol=1e-12, atol=0)
     assert len(set(np.round(pctr, 6))) > 10  # the rows differ: a constant would prove nothing
 
-    again = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "give a new or empty folder" in again.stderr
+    from typer.testing import CliRunner
+
+    from bidopt_cli import app
+
+    again = CliRunner().invoke(app, [str(a) for a in cmd[len(bidopt_command()) :]])
+    assert again.exit_code == 2 and "give a new or empty folder" in again.output  # before models
