@@ -56,6 +56,14 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override one setting, e.g. --set learning_rate=0.1 (repeatable)."),
 ]
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        help="Train on a Dask cluster: tcp://host:8786, or local:N to start N local workers "
+        "(--logs: partitioned Parquet).",
+    ),
+]
 
 # A million impressions over four weeks: about 8,000 clicks, of which the three weeks whose
 # attribution window has closed give pCVR a test window with some 250 conversions (500,000 rows
@@ -164,11 +172,17 @@ def _metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
 
 
 def _train(target: str, logs: Path | None, source: str, rows: int, seed: int,
-           config: Path | None, overrides: list[str] | None) -> None:  # fmt: skip
+           config: Path | None, overrides: list[str] | None,
+           dask: str | None = None) -> None:  # fmt: skip
     with user_errors():
         from training.config import load_config
 
         cfg = load_config(target, config, overrides or [])  # type: ignore[arg-type]
+        if dask is not None:
+            if source not in ("auto", "canonical"):
+                raise ValueError(f"--dask reads canonical Parquet logs, not --source {source}")
+            _train_dask(cfg, logs, dask)
+            return
         _check_logs(logs)
         quiet_mlflow()
         from training import pipeline, tracking
@@ -179,6 +193,38 @@ def _train(target: str, logs: Path | None, source: str, rows: int, seed: int,
             rep = _RichReporter(progress, f"train {target}")
             outcome = pipeline.train(frame, fp, cfg, reporter=rep)
             rep.finish()
+    _report(target, outcome, fp, uri)
+
+
+def _train_dask(cfg: Any, logs: Path | None, address: str) -> None:
+    from training.cluster import connect, parse_address
+
+    parse_address(address)  # a bad address fails before anything starts
+    if logs is None:
+        raise ValueError("--dask needs --logs: a folder (or glob) of Parquet files")
+    quiet_mlflow()
+    from training import dask_train, tracking
+
+    uri = tracking.connect()
+    timeout = float(cfg.section("dask")["connect_timeout_s"])
+    with _progress() as progress:
+        task = progress.add_task(f"connecting to Dask ({address})", total=None)
+        with connect(address, connect_timeout_s=timeout) as cluster:
+            info = cluster.info
+            progress.update(task, total=1, completed=1)
+            rep = _RichReporter(progress, f"train {cfg.target} on Dask")
+            outcome, fp = dask_train.train(cluster, logs, cfg, reporter=rep)
+            rep.finish()
+    console.print(
+        f"engine: dask {info.scheduler}, {info.workers} workers, {info.threads} threads, "
+        f"{info.memory_bytes / 2**30:.1f} GB",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _report(cfg.target, outcome, fp, uri)
+
+
+def _report(target: str, outcome: Any, fp: dict[str, Any], uri: str) -> None:
     console.print(
         f"data: {fp['source']}, {fp['rows_used']:,} rows used of {fp['rows_in']:,}, "
         f"{fp['rows_quarantined']:,} quarantined"
@@ -224,9 +270,10 @@ def register(app: typer.Typer) -> None:
         seed: SeedOpt = 0,
         config: ConfigOpt = None,
         set_: SetOpt = None,
+        dask: DaskOpt = None,
     ) -> None:
         """pCTR: P(click | impression shown), on shown impressions split by time."""
-        _train("ctr", logs, source, rows, seed, config, set_)
+        _train("ctr", logs, source, rows, seed, config, set_, dask)
 
     @train_app.command("cvr")
     def train_cvr(
@@ -236,9 +283,10 @@ def register(app: typer.Typer) -> None:
         seed: SeedOpt = 0,
         config: ConfigOpt = None,
         set_: SetOpt = None,
+        dask: DaskOpt = None,
     ) -> None:
         """pCVR: P(conversion within the attribution window | click), on matured clicks."""
-        _train("cvr", logs, source, rows, seed, config, set_)
+        _train("cvr", logs, source, rows, seed, config, set_, dask)
 
     app.add_typer(train_app, name="train")
 

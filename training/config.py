@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Target = Literal["ctr", "cvr"]
 TARGETS: tuple[Target, ...] = ("ctr", "cvr")
-SECTIONS = ("split", "cvr", "spec", "calibration", "promote", "lightgbm")
+SECTIONS = ("split", "cvr", "spec", "calibration", "promote", "lightgbm", "dask")
 # Sections with a per-target table (`[lightgbm_cvr]`, `[split_cvr]`, ...) merged over them.
 PER_TARGET = ("split", "calibration", "lightgbm")
 DelayMode = Literal["drop", "naive", "em"]
@@ -112,6 +112,14 @@ class LightGbm(_Section):
     seed: int
 
 
+class Dask(_Section):
+    time_out_minutes: Annotated[int, Field(ge=1)]
+    fit_timeout_s: Positive
+    pause_grace_s: Annotated[float, Field(ge=0)]
+    lock_timeout_s: Annotated[float, Field(ge=0)]
+    connect_timeout_s: Positive
+
+
 class Settings(_Section):
     """Every section as resolved for one target."""
 
@@ -121,6 +129,7 @@ class Settings(_Section):
     calibration: Calibration
     promote: Promote
     lightgbm: LightGbm
+    dask: Dask
 
 
 def _validated(resolved: Mapping[str, Mapping[str, Any]], origin: str) -> Settings:

@@ -12,11 +12,11 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -37,6 +37,8 @@ from training.trainset import encoded_batches, release
 from training.windows import windows_for
 
 TRUTH = {"ctr": "true_ctr", "cvr": "true_cvr"}
+# fit_booster's signature: (x, y, x_valid, y_valid, spec, lightgbm config, on_iteration, weight=)
+Fitter = Callable[..., FitResult]
 STEPS = ("split", "features", "fit", "calibrate", "evaluate", "register")
 
 
@@ -95,6 +97,14 @@ def load_data(src: DataSource, stage: Path | None = None) -> tuple[Batches, dict
     if loaded.quarantine_paths:
         fp["quarantine_path"] = ", ".join(str(p) for p in loaded.quarantine_paths)
     return loaded.logs, fp
+
+
+class Engine(Protocol):
+    """Where a model was trained, as the run records it (training.cluster.ClusterInfo)."""
+
+    def params(self) -> dict[str, Any]: ...
+
+    def tags(self) -> dict[str, str]: ...
 
 
 class Reporter:
@@ -199,6 +209,7 @@ def fit_bundle(
     *,
     train_rows: TrainRows | None = None,
     counter: Counter | None = None,
+    fitter: Fitter = fit_booster,
 ) -> tuple[ModelBundle, FitResult, CalibrationChoice, dict[str, float]]:
     """Spec on the training window only, LightGBM with early stopping, calibration.
 
@@ -227,7 +238,7 @@ def fit_bundle(
         parts = encoded_batches(rows, spec, fitted.tables, fitted.bounds)
         timings["features_s"] = time.perf_counter() - t
         rep.step("fit")
-        fit = fit_booster(
+        fit = fitter(
             parts,
             counter.y(),
             x_valid,
@@ -247,7 +258,7 @@ def fit_bundle(
         rep.step("fit")
 
         def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> FitResult:
-            return fit_booster(x, y, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration, weight=w)
+            return fitter(x, y, x_valid, y_valid, spec, cfg.lightgbm, rep.iteration, weight=w)
 
         if delayed.mode == "em":
             fit, _ = fit_em(delayed, x_train, cfg.em_iterations, fit_rows)
@@ -256,22 +267,30 @@ def fit_bundle(
             fit = fit_rows(x_train[rows_.rows], rows_.y, rows_.weight)
         del x_train
     timings["fit_s"] = time.perf_counter() - t - timings["features_s"]  # EM: all its fits
+    bundle, choice, timings["calibrate_s"] = calibrated_bundle(fit, spec, y_valid, cfg, rep)
+    return bundle, fit, choice, timings
+
+
+def calibrated_bundle(
+    fit: FitResult, spec: FeatureSpec, y_valid: np.ndarray, cfg: TrainConfig, rep: Reporter
+) -> tuple[ModelBundle, CalibrationChoice, float]:
+    """The calibrator chosen on the validation window, and the bundle (and its seconds)."""
     t = time.perf_counter()
     rep.step("calibrate")
     choice = choose_calibrator(fit.valid_pred, y_valid, cfg.calibration_methods)
-    timings["calibrate_s"] = time.perf_counter() - t
+    seconds = time.perf_counter() - t
     meta = {
         "name": f"bidopt-{cfg.target}",
         "target": cfg.target,
         "trained_at": datetime.now(UTC).isoformat(),
         "best_iteration": fit.best_iteration,
         "calibration": choice.method,
-        "valid_rows_used": valid.height,
+        "valid_rows_used": len(y_valid),
     }
     if cfg.target == "cvr":
         meta["delay"] = cfg.delay
     bundle = ModelBundle(booster=fit.booster, spec=spec, calibrator=choice.calibrator, meta=meta)
-    return bundle, fit, choice, timings
+    return bundle, choice, seconds
 
 
 def train(
@@ -282,10 +301,14 @@ def train(
     reporter: Reporter | None = None,
     register: bool = True,
     workdir: Path | None = None,
+    fitter: Fitter = fit_booster,
+    engine: Engine | None = None,
 ) -> TrainOutcome:
     """Train, evaluate on the test window and (by default) log and register the model.
 
-    `data` is a frame or batched logs (`features.logset`): the same path either way."""
+    `data` is a frame or batched logs (`features.logset`): the same path either way. `fitter`
+    fits the booster (`training.dask_train` passes one training on a Dask cluster); `engine`
+    adds its params and tags to the run."""
     rep = reporter or Reporter()
     rep.step("split")
     t0 = time.perf_counter()
@@ -299,9 +322,30 @@ def train(
         info["rows_train_used"] = delayed.frame.height
     split_s = time.perf_counter() - t0
     bundle, fit, choice, timings = fit_bundle(
-        split, cfg, rep, delayed, train_rows=w.train_rows, counter=w.counter
+        split, cfg, rep, delayed, train_rows=w.train_rows, counter=w.counter, fitter=fitter
     )
     timings["split_s"] = split_s
+    return finish(
+        split, info, (bundle, fit, choice, timings), fingerprint, cfg, rep, register=register,
+        workdir=workdir, delayed=delayed, engine=engine,
+    )  # fmt: skip
+
+
+def finish(
+    split: Split,
+    info: dict[str, int],
+    fitted: tuple[ModelBundle, FitResult, CalibrationChoice, dict[str, float]],
+    fingerprint: Mapping[str, Any],
+    cfg: TrainConfig,
+    rep: Reporter,
+    *,
+    register: bool = True,
+    workdir: Path | None = None,
+    delayed: DelayedSet | None = None,
+    engine: Engine | None = None,
+) -> TrainOutcome:
+    """Test-window metrics of a fitted bundle, then (by default) its run and version."""
+    bundle, fit, choice, timings = fitted
     t = time.perf_counter()
     rep.step("evaluate")
     threads = int(cfg.lightgbm["num_threads"])
@@ -322,7 +366,7 @@ def train(
     if register:
         rep.step("register")
         t = time.perf_counter()
-        outcome.version = _register(outcome, fingerprint, cfg, split, p_test, workdir)
+        outcome.version = _register(outcome, fingerprint, cfg, split, p_test, workdir, engine)
         timings["register_s"] = time.perf_counter() - t
     return outcome
 
@@ -340,6 +384,7 @@ def _register(
     split: Split,
     p_test: np.ndarray,
     workdir: Path | None,
+    engine: Engine | None = None,
 ) -> Any:
     from training import plots, tracking
     from training.delay import matured_delays
@@ -370,7 +415,8 @@ def _register(
                     cfg.attribution_days,
                 )
             )
-        params: dict[str, Any] = {**cfg.flat(), "target": cfg.target}
+        params: dict[str, Any] = {**cfg.flat(), "target": cfg.target, "engine": "local"}
+        params |= engine.params() if engine is not None else {}
         if delay is not None:
             params |= delay.params()
         params |= {
@@ -396,4 +442,5 @@ def _register(
             input_example=outcome.bundle.meta["input_example"],
             files=files,
             notes=outcome.notes,
+            tags=engine.tags() if engine is not None else {"bidopt.engine": "local"},
         )

@@ -153,6 +153,7 @@ def log_training(
     notes: Sequence[str] = (),
     experiment: str = EXPERIMENT,
     uri: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
     """One run: params, metrics, fingerprint, plots; the pyfunc model; a registered version.
 
@@ -162,7 +163,11 @@ def log_training(
     experiment_id = ensure_experiment(experiment)
     name = MODEL_NAMES[target]
     commit = git_commit()
-    tags = {"bidopt.target": target, "bidopt.data.source": str(fingerprint.get("source"))}
+    tags = {
+        "bidopt.target": target,
+        "bidopt.data.source": str(fingerprint.get("source")),
+        **(tags or {}),
+    }
     if commit:
         tags["mlflow.source.git.commit"] = commit
     with mlflow.start_run(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+
+from tests.helpers.cli import clean_env, sqlite_uri
 
 SMALL_ROWS, SMALL_SEED = 30_000, 3
 
@@ -23,3 +27,13 @@ def small_data() -> tuple[pl.DataFrame, dict[str, Any]]:
 @pytest.fixture(scope="session")
 def small_logs(small_data) -> pl.DataFrame:
     return small_data[0]
+
+
+@pytest.fixture
+def store(tmp_path: Path, mlflow_template: Path) -> tuple[str, dict[str, str]]:
+    """A private SQLite store copy; (its URI, an environment for CLI subprocesses using it)."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copyfile(mlflow_template, db)
+    uri = sqlite_uri(db)
+    return uri, clean_env(BIDOPT_TRACKING_URI=uri)

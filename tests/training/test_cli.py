@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers.cli import bidopt_command, clean_env, sqlite_uri
+from tests.helpers.cli import bidopt_command
 
 pytestmark = pytest.mark.integration
 
 FAST = ["--set", "num_boost_round=150", "--set", "num_threads=1"]
 WORSE = ["--set", "num_boost_round=1", "--set", "learning_rate=0.001"]
-
-
-@pytest.fixture
-def store(tmp_path: Path, mlflow_template: Path) -> tuple[str, dict[str, str]]:
-    db = tmp_path / "store" / "mlflow.db"
-    db.parent.mkdir()
-    shutil.copyfile(mlflow_template, db)
-    uri = sqlite_uri(db)
-    return uri, clean_env(BIDOPT_TRACKING_URI=uri)
 
 
 def bidopt(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
