@@ -93,9 +93,10 @@ def read_snapshot(directory: Path) -> Snapshot | None:
         return None
     except (OSError, orjson.JSONDecodeError) as exc:
         raise SnapshotError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise SnapshotError(f"{path}: version {version!r}, expected {VERSION}")
     try:
-        if data.get("version") != VERSION:
-            raise SnapshotError(f"{path}: version {data.get('version')!r}, expected {VERSION}")
         snap = Snapshot(
             covered=[str(n) for n in data["covered"]],
             records=int(data["records"]),
@@ -104,8 +105,6 @@ def read_snapshot(directory: Path) -> Snapshot | None:
         snap.store.import_state(data["store"])
         snap.performance.import_state(data["performance"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, SnapshotError):
-            raise
         raise SnapshotError(f"{path}: not a bidopt ledger snapshot ({exc!r})") from None
     return snap
 

@@ -6,23 +6,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import bidding.cli
 from tests.bidding.test_rlb_campaign import RLB
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "campaigns.example.toml"
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    """A bare app with only the `campaigns` group, as bidopt_cli joins it."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    bidding.cli.register(app)
-
-    @app.callback()
-    def main() -> None:
-        """bidopt"""
-
-    return app
 
 
 def test_valid_file_prints_a_table(app: typer.Typer) -> None:

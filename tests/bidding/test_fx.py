@@ -12,7 +12,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import bidding.cli
 from bidding.fx import (
     CURRENCY_NOT_SUPPORTED,
     FX_RATE_UNAVAILABLE,
@@ -185,18 +184,6 @@ def test_round_trip_is_identity() -> None:
     for cur in t.currencies:
         there = t.factor("USD", cur, d)
         assert math.isclose(there * t.factor(cur, "USD", d), 1.0, rel_tol=1e-12)
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    bidding.cli.register(app)
-
-    @app.callback()
-    def main() -> None:
-        """bidopt"""
-
-    return app
 
 
 def test_fx_check_prints_a_summary(app: typer.Typer) -> None:
