@@ -249,7 +249,11 @@ def fold_bounds(n: int, folds: int) -> list[int]:
 
 def row_blocks(offset: int, length: int, bounds: Sequence[int]) -> np.ndarray:
     """The block of training rows offset .. offset + length - 1."""
-    rows = np.arange(offset, offset + length)
+    return blocks_of(np.arange(offset, offset + length), bounds)
+
+
+def blocks_of(rows: np.ndarray, bounds: Sequence[int]) -> np.ndarray:
+    """The block of each training row (its position in the training window)."""
     return (np.searchsorted(np.asarray(bounds), rows, side="right") - 1).astype(np.int32)
 
 
@@ -386,6 +390,7 @@ def out_of_fold_lifts(
 
 __all__ = [
     "SpecCounts",
+    "blocks_of",
     "count_batch",
     "fit_spec",
     "fold_bounds",

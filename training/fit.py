@@ -16,6 +16,7 @@ import lightgbm as lgb
 import numpy as np
 
 from features.spec import FeatureSpec
+from training.trainset import BatchDataset
 
 # Keys of the [lightgbm] config table that steer lgb.train rather than the booster.
 TRAIN_KEYS = ("num_boost_round", "early_stopping_rounds")
@@ -26,7 +27,8 @@ class FitResult:
     booster: lgb.Booster  # trimmed to the best iteration
     best_iteration: int
     valid_logloss: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # boosting, validation and the trim; not the Dataset's construction
+    build_seconds: float = 0.0  # LightGBM's binned Dataset (for a Sequence: its encoding too)
     # the booster's output (probability) on the validation rows, as LightGBM scored them
     valid_pred: np.ndarray = field(default_factory=lambda: np.empty(0))
 
@@ -117,7 +119,8 @@ def fit_booster(
     rounds = int(config.get("num_boost_round", 1000))
     stopping = int(config.get("early_stopping_rounds", 50))
     names, cats = spec.names, spec.categorical
-    train_set = lgb.Dataset(
+    dataset = lgb.Dataset if in_memory else BatchDataset
+    train_set = dataset(
         x_train if in_memory else list(x_train),
         label=y_train,
         weight=weight,
@@ -126,10 +129,11 @@ def fit_booster(
         free_raw_data=True,
         params=params,
     )
-    if not in_memory:  # built now, so that the batches' encoding can be let go of
-        train_set.construct()
-        if on_built is not None:
-            on_built()
+    built = time.perf_counter()
+    train_set.construct()  # built now, so that the batches' encoding can be let go of
+    if on_built is not None:
+        on_built()
+    build_seconds = time.perf_counter() - built
     valid_set = lgb.Dataset(
         x_valid, label=y_valid, reference=train_set, feature_name=names, categorical_feature=cats
     )
@@ -163,6 +167,7 @@ def fit_booster(
         best_iteration=best,
         valid_logloss=valid_curve,
         seconds=seconds,
+        build_seconds=build_seconds,
         valid_pred=valid_pred,
     )
 

@@ -267,6 +267,7 @@ def fit_bundle(
             fit = fit_rows(x_train[rows_.rows], rows_.y, rows_.weight)
         del x_train
     timings["fit_s"] = time.perf_counter() - t - timings["features_s"]  # EM: all its fits
+    timings["dataset_s"] = fit.build_seconds  # of fit_s (EM: its last fit's)
     bundle, choice, timings["calibrate_s"] = calibrated_bundle(fit, spec, y_valid, cfg, rep)
     return bundle, fit, choice, timings
 

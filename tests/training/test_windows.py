@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
@@ -15,10 +16,10 @@ from features.spec_fit import fit_spec, out_of_fold_lifts
 from features.synth import generate
 from training.batch_fit import FrameTrain, count_rows, spec_of
 from training.config import load_config
-from training.fit import fit_booster
+from training.fit import booster_params, fit_booster
 from training.pipeline import labels, split_for, windows_for
 from training.splits import SplitError
-from training.trainset import encoded_batches, release
+from training.trainset import BatchDataset, encoded_batches, release, sampled_rows
 from training.windows import ctr_windows
 
 
@@ -89,6 +90,18 @@ def test_model_from_batches_is_the_model_from_the_matrix(log: pl.DataFrame) -> N
     assert built == [1]
     assert batches.booster.model_to_string() == matrix.booster.model_to_string()
     np.testing.assert_array_equal(batches.valid_pred, matrix.valid_pred)
+    # a bin sample smaller than the window: BatchDataset reads the rows LightGBM sampled batch
+    # by batch, and builds the Dataset LightGBM's own row-by-row Sequence reader builds
+    indices = np.array([0, 1, 1499, 1500, 1501, 4000, len(x) - 1])
+    np.testing.assert_array_equal(sampled_rows(parts, indices), x[indices])
+    params = {**booster_params(cfg.lightgbm), "bin_construct_sample_cnt": 1500, "max_bin": 15}
+    kw = {"feature_name": spec.names, "categorical_feature": spec.categorical, "params": params}
+    forests = []
+    for dataset in (lgb.Dataset, BatchDataset):
+        parts = encoded_batches(rows, spec, fitted.tables, fitted.bounds)
+        train_set = dataset(list(parts), label=counter.y(), **kw)
+        forests.append(lgb.train(params, train_set, num_boost_round=10).model_to_string())
+    assert forests[0] == forests[1]
 
 
 def test_cvr_windows_gather_the_clicks_against_the_whole_logs_cutoff(log: pl.DataFrame) -> None:
