@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 MILLION = 1_000_000
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
@@ -75,7 +75,7 @@ def worker(kind: str, logs: Path, rounds: int, save: Path | None) -> dict[str, f
     from training.splits import make_split
 
     cfg = _config(rounds)
-    out: dict[str, float] = {"base_mb": _rss_mb()}
+    out: dict[str, float] = {"base_mb": rss_mb()}
     with tempfile.TemporaryDirectory(prefix="bidopt-stage-", dir=logs.parent) as stage:
         start = time.perf_counter()
         data, fp = pipeline.load_data(

@@ -129,11 +129,13 @@ def simulate_command(
         from training import simulate as sim
 
         extra = (pctr_column, pcvr_column, episode_column)
-        df = _load(logs, rows, seed, extra)
-        fit_df = _load(fit_logs, rows, seed, extra) if fit_logs is not None else None
-        probs = _probabilities(df, pctr_column, pcvr_column, goal, alias)
+        batches, df = _load(logs, rows, seed, extra)
+        fit_batches, fit_df = (
+            _load(fit_logs, rows, seed, extra) if fit_logs is not None else (None, None)
+        )
+        probs = _probabilities(batches, df, pctr_column, pcvr_column, goal, alias)
         fit_probs = (
-            _probabilities(fit_df, pctr_column, pcvr_column, goal, alias)
+            _probabilities(fit_batches, fit_df, pctr_column, pcvr_column, goal, alias)
             if fit_df is not None
             else None
         )
@@ -176,17 +178,30 @@ def simulate_command(
         console.print(f"MLflow run {run_id} (experiment 'bidopt'), nested runs per strategy.")
 
 
-def _load(path: Path | None, rows: int, seed: int, columns: tuple[str | None, ...] = ()) -> object:
+# What the replay reads of each row (training/simulate.py); the model features are read from
+# the batches while they are scored, so the replay holds these columns only.
+REPLAY_COLUMNS = (
+    "event_time", "channel", "exchange", "market_price", "paying_price", "bid_price", "won",
+    "auction_type", "floor_price", "click", "conversion", "true_ctr", "true_cvr",
+)  # fmt: skip
+
+
+def _load(
+    path: Path | None, rows: int, seed: int, columns: tuple[str | None, ...] = ()
+) -> tuple[object, object]:
+    """The validated logs as batches (to score) and their replay columns as one frame."""
     from features.logset import collect
     from training.pipeline import DataSource, load_data
 
     src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
     logs, fp = load_data(src)
-    frame = collect(logs)
+    present = set(logs.batch(0).columns)
+    wanted = dict.fromkeys(c for c in (*REPLAY_COLUMNS, *columns) if c and c in present)
+    frame = collect(logs, list(wanted))
     wanted = [c for c in columns if c and c not in frame.columns]
     if path is not None and wanted:
         frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
-    return frame
+    return logs, frame
 
 
 def _attach_columns(path: Path, frame: object, names: list[str], quarantine: str | None) -> object:
@@ -217,7 +232,12 @@ def _attach_columns(path: Path, frame: object, names: list[str], quarantine: str
 
 
 def _probabilities(
-    df: object, pctr_column: str | None, pcvr_column: str | None, goal: str, alias: str
+    logs: object,
+    df: object,
+    pctr_column: str | None,
+    pcvr_column: str | None,
+    goal: str,
+    alias: str,
 ) -> object:
     import polars as pl
 
@@ -230,14 +250,14 @@ def _probabilities(
         pctr = sim.probability_column(df, pctr_column)
         sources.append(f"column:{pctr_column}")
     else:
-        pctr = _model(df, "ctr", alias)
+        pctr = _model(logs, "ctr", alias)
         sources.append(f"bidopt-ctr@{alias}")
     pcvr = None
     if pcvr_column:
         pcvr = sim.probability_column(df, pcvr_column)
         sources.append(f"column:{pcvr_column}")
     elif needs_cvr:
-        pcvr = _model(df, "cvr", alias)
+        pcvr = _model(logs, "cvr", alias)
         sources.append(f"bidopt-cvr@{alias}")
     return sim.Probabilities(pctr, pcvr, "+".join(sources))
 
@@ -261,17 +281,17 @@ def _episodes(df: object, column: str | None) -> object:
     return ids
 
 
-def _model(df: object, target: str, alias: str) -> object:
+def _model(logs: object, target: str, alias: str) -> object:
     from training import tracking
 
     tracking.connect()
     name = tracking.MODEL_NAMES[target]
     bundle = tracking.load_bundle(f"models:/{name}@{alias}")
-    from features.logset import FrameBatches
     from training.score import probabilities
 
-    # batch by batch (`bidopt score`'s path): never the feature matrix of the whole log
-    return probabilities(FrameBatches(df), bundle)  # type: ignore[arg-type]
+    # batch by batch from the staged logs (`bidopt score`'s path): neither the feature matrix
+    # nor the feature columns of the whole log are held
+    return probabilities(logs, bundle)  # type: ignore[arg-type]
 
 
 def register_simulate(app: typer.Typer) -> None:
