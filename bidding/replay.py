@@ -22,7 +22,7 @@ caller warns.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from functools import cached_property
 
@@ -161,6 +161,14 @@ def make_log(
     return AuctionLog(
         p, m, _counts("click", click, n), _counts("conversion", conversion, n), at, f, q, seg, t, e
     )
+
+
+def with_probabilities(log: AuctionLog, pctr: object, pcvr: object | None = None) -> AuctionLog:
+    """The same auctions under other probabilities (a synthetic log's true ones): checked as
+    `make_log` checks them; the other columns are shared with `log`, not copied."""
+    n = len(log)
+    q = None if pcvr is None else _probability("pcvr", pcvr, n)
+    return replace(log, pctr=_probability("pctr", pctr, n), pcvr=q)
 
 
 def parse_budget_fraction(x: str | float) -> float:

@@ -60,7 +60,7 @@ def iter_batches(logs: Batches, columns: Sequence[str] | None = None) -> Iterato
 
 def collect(logs: Batches, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """The whole log in memory (for what needs it: small logs, the replay of a sample)."""
-    return pl.concat(list(iter_batches(logs, columns)), rechunk=True)
+    return pl.concat(list(iter_batches(logs, columns)), rechunk=False)
 
 
 @dataclass(frozen=True)

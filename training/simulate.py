@@ -25,10 +25,10 @@ import polars as pl
 from bidding.fitting import at_bound
 from bidding.goals import goal_value
 from bidding.grid import replay_grid
-from bidding.replay import AuctionLog, make_log
+from bidding.replay import AuctionLog, make_log, with_probabilities
 from bidding.rlb import market_from_counts
 from bidding.strategies import strategy_name, strategy_to_dict
-from bidding.winrate import WinRateModel, segment_key
+from bidding.winrate import SEP, WinRateModel
 from features.adapters.rlb_episodes import TrainInfo
 
 TRUTH_SUFFIX = "@truth"
@@ -97,11 +97,18 @@ def probability_column(df: pl.DataFrame, name: str) -> np.ndarray:
     return values
 
 
-def _auction_log(df: pl.DataFrame, pctr: np.ndarray, pcvr: np.ndarray | None) -> AuctionLog:
-    segment = [
-        segment_key(c or "", e or "")
-        for c, e in zip(df["channel"].to_list(), _col(df, "exchange"), strict=True)
+def segments(df: pl.DataFrame) -> np.ndarray:
+    """`winrate.segment_key(channel, exchange)` of each row (a missing one as ""), joined by
+    polars: a per-row Python loop over two lists of strings held ~200 bytes a row at once."""
+    parts = [
+        pl.col(c).cast(pl.String).fill_null("") if c in df.columns else pl.lit("")
+        for c in ("channel", "exchange")
     ]
+    return df.select(pl.concat_str(parts, separator=SEP)).to_series().to_numpy()
+
+
+def _auction_log(df: pl.DataFrame, pctr: np.ndarray, pcvr: np.ndarray | None) -> AuctionLog:
+    segment = segments(df)
     return make_log(
         pctr=pctr,
         pcvr=pcvr,
@@ -118,10 +125,6 @@ def _auction_log(df: pl.DataFrame, pctr: np.ndarray, pcvr: np.ndarray | None) ->
     )
 
 
-def _col(df: pl.DataFrame, name: str) -> list[Any]:
-    return df[name].to_list() if name in df.columns else [None] * df.height
-
-
 def fit_win_model(df: pl.DataFrame) -> WinRateModel | None:
     """The bid landscape from every auction of the fit window, lost ones as right-censored."""
     needed = {"bid_price", "won", "paying_price", "auction_type"}
@@ -130,17 +133,14 @@ def fit_win_model(df: pl.DataFrame) -> WinRateModel | None:
     rows = df.filter(pl.col("bid_price").is_not_null() & pl.col("won").is_not_null())
     if rows.height == 0 or rows["won"].all():
         return None  # only won auctions: nothing censored, and no first-price landscape to learn
-    seg = [
-        segment_key(c or "", e or "")
-        for c, e in zip(_col(rows, "channel"), _col(rows, "exchange"), strict=True)
-    ]
+    seg = segments(rows)
     market = rows["market_price"].to_numpy() if "market_price" in rows.columns else None
     return WinRateModel().fit(
         rows["bid_price"].to_numpy(),
         rows["won"].to_numpy(),
         rows["paying_price"].to_numpy(),
         rows["auction_type"].fill_null("second").to_numpy(),
-        segment=np.asarray(seg),
+        segment=seg,
         market_price=market,
     )
 
@@ -209,27 +209,39 @@ def simulate(
             .to_numpy()
         )
 
-    def auctions(frame: pl.DataFrame, p: np.ndarray, q: np.ndarray | None) -> AuctionLog:
-        mask = kept(frame)
+    def auctions(
+        frame: pl.DataFrame, mask: np.ndarray, p: np.ndarray, q: np.ndarray | None
+    ) -> AuctionLog:
         sub = frame.filter(pl.Series(mask))
         if sub.height == 0:
             raise SimulationError("no won auctions with a known market price to replay")
         return _auction_log(sub, p[mask], q[mask] if q is not None else None)
 
-    fit_log, replay_log = auctions(fit_df, fit_p, fit_q), auctions(df, pctr, pcvr)
+    def truth(
+        frame: pl.DataFrame, mask: np.ndarray, log: AuctionLog, q: np.ndarray | None
+    ) -> AuctionLog:
+        """The same auctions under the synthetic log's true probabilities (columns shared)."""
+        cvr = _truth_cvr(frame, q)
+        p = frame["true_ctr"].to_numpy()[mask]
+        return with_probabilities(log, p, cvr[mask] if cvr is not None else None)
+
+    fit_kept, replay_kept = kept(fit_df), kept(df)
+    fit_log = auctions(fit_df, fit_kept, fit_p, fit_q)
+    replay_log = auctions(df, replay_kept, pctr, pcvr)
     if replay_log.click.sum() == 0:
         warnings.append("the replayed window has no clicks: every click figure is 0")
     runs = [(probs.source, fit_log, replay_log)]
     if "true_ctr" in df.columns and fit_df is not None and "true_ctr" in fit_df.columns:
-        truth = (
-            TRUTH_SUFFIX,
-            auctions(fit_df, fit_df["true_ctr"].to_numpy(), _truth_cvr(fit_df, fit_q)),
-            auctions(df, df["true_ctr"].to_numpy(), _truth_cvr(df, pcvr)),
+        runs.append(
+            (
+                TRUTH_SUFFIX,
+                truth(fit_df, fit_kept, fit_log, fit_q),
+                truth(df, replay_kept, replay_log, pcvr),
+            )
         )
-        runs.append(truth)
     ep_kw: dict[str, Any] = {}
     if eps is not None and fit_e is not None:
-        ep_kw = {"fit_episodes": fit_e[kept(fit_df)], "replay_episodes_ids": eps[kept(df)]}
+        ep_kw = {"fit_episodes": fit_e[fit_kept], "replay_episodes_ids": eps[replay_kept]}
     if train_info is not None:
         ep_kw["price_per_auction"] = train_info.mean_price
         ep_kw["market_model"] = market_from_counts(train_info.market_price_counts)

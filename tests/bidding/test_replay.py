@@ -214,3 +214,19 @@ def test_expected_clicks_sum_the_known_probabilities_over_the_wins():
     assert replay(without, Constant(2.0), math.inf, CPC).expected_clicks is None
     with pytest.raises(ValueError, match=r"^expected_click: 1 value\(s\) outside \[0, 1\]"):
         make_log(pctr=[0.1], market_price=[1.0], click=[0], expected_click=[1.5])
+
+
+def test_with_probabilities_shares_the_auctions_and_checks_the_new_ones() -> None:
+    from bidding.replay import with_probabilities
+
+    log = make_log(
+        pctr=[0.1, 0.2, 0.3], market_price=[1.0, 2.0, 3.0], click=[0, 1, 0], segment=["a", "b", "a"]
+    )
+    other = with_probabilities(log, [0.5, 0.4, 0.3], [0.05, 0.04, 0.03])
+    assert other.pctr.tolist() == [0.5, 0.4, 0.3] and other.pcvr is not None
+    assert other.market_price is log.market_price and other.segment is log.segment
+    assert log.pctr.tolist() == [0.1, 0.2, 0.3]
+    with pytest.raises(ValueError, match="pctr"):
+        with_probabilities(log, [0.5, 1.5, 0.3])
+    with pytest.raises(ValueError, match="pcvr"):
+        with_probabilities(log, [0.5, 0.4, 0.3], [0.1, float("nan"), 0.1])

@@ -398,3 +398,17 @@ def test_simulate_with_registered_models(tmp_path: Path, trained_store: tuple[st
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{sims[0].info.run_id}'"
     )
     assert len(children) == 4
+
+
+def test_segments_are_the_win_rate_models_keys() -> None:
+    from bidding.winrate import segment_key
+    from training.simulate import segments
+
+    df = pl.DataFrame(
+        {"channel": ["web", None, "app", ""], "exchange": ["adx", "openx", None, "x|y"]}
+    )
+    expected = [segment_key(c or "", e or "") for c, e in df.iter_rows()]
+    assert segments(df).tolist() == expected
+    assert segments(df.drop("exchange")).tolist() == [
+        segment_key(c or "", "") for c in df["channel"]
+    ]
