@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -214,6 +214,12 @@ class Lane:
             response = await handler(request, body, content_type)
         except (errors.ServingError, RequestValidationError) as exc:  # as the app's handlers
             response = errors.render(exc)
+        except Exception:
+            # as Starlette's server-error middleware, which is inside the lane when the lane
+            # is outside FastAPI's stack (serving.app): a plain 500, then the error goes on
+            # to the server's log
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+            raise
         # the response's two messages sent as Response.__call__ would, without its wrappers
         # (no background tasks here)
         await send(

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from serving.app import create_app
-from serving.lane import Lane
 from serving.models.predictor import Predictor
 from serving.settings import BidoptSettings
 from tests.serving.campaign_files import CAMPAIGNS
@@ -57,7 +57,7 @@ CASES: list[tuple[str, str, Any, str]] = [
 ]
 
 
-def make_app(tmp_path: Path, *, lane: bool) -> FastAPI:
+def make_app(tmp_path: Path, *, lane: bool, otel: bool = False) -> FastAPI:
     campaigns = tmp_path / "campaigns.toml"
     campaigns.write_text(CAMPAIGNS)
     settings = BidoptSettings(
@@ -66,11 +66,11 @@ def make_app(tmp_path: Path, *, lane: bool) -> FastAPI:
         campaigns_file=campaigns,
         max_impressions=3,
         win_secret="lane-parity-secret-0123456789",
+        otel=otel,
     )
     app = create_app(settings)
     if not lane:
-        [mw] = [m for m in app.user_middleware if m.cls is Lane]
-        mw.kwargs["handlers"] = {}
+        app.state.lane_handlers.clear()  # every POST through FastAPI's router
     return app
 
 
@@ -93,9 +93,12 @@ def answers(app: FastAPI, predictor: Predictor | None) -> dict[str, tuple[int, l
     return out
 
 
-def test_lane_and_router_answer_alike(tmp_path: Path, predictor: Predictor) -> None:
-    direct = answers(make_app(tmp_path, lane=True), predictor)
-    routed = answers(make_app(tmp_path, lane=False), predictor)
+@pytest.mark.parametrize("otel", [False, True], ids=["outside-fastapi", "inside-fastapi"])
+def test_lane_and_router_answer_alike(tmp_path: Path, predictor: Predictor, otel: bool) -> None:
+    """The service's layers outside FastAPI's stack (the default) or inside it (OpenTelemetry
+    on): the same answers either way."""
+    direct = answers(make_app(tmp_path, lane=True, otel=otel), predictor)
+    routed = answers(make_app(tmp_path, lane=False, otel=otel), predictor)
     statuses = {name: a[0] for name, a in direct.items()}
     assert statuses == {
         "predict": 200,

@@ -104,3 +104,24 @@ def test_the_whole_app_answers_500_and_counts_it(tmp_path: Path) -> None:
     r = asyncio.run(run())
     assert r.status_code == 500
     assert count(app.state.metrics, "other", "500") == 1.0
+
+
+def test_a_fast_lane_handler_that_fails_is_a_counted_500(tmp_path: Path) -> None:
+    """The lane sits outside Starlette's server-error middleware (serving.app): it answers the
+    same plain 500 itself, counted, and the exception goes on to the server."""
+    app = create_app(BidoptSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+
+    async def boom(request: object, body: bytes, content_type: str | None) -> None:
+        raise RuntimeError("handler failed")
+
+    app.state.lane_handlers["/v1/predict"] = boom
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            return await c.post("/v1/predict", json={"impressions": []})
+
+    r = asyncio.run(run())
+    assert (r.status_code, r.text) == (500, "Internal Server Error")
+    assert r.headers["content-type"].startswith("text/plain")
+    assert count(app.state.metrics, "/v1/predict", "500") == 1.0
