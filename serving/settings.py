@@ -86,7 +86,7 @@ class BidoptSettings(BaseSettings):
         "relative to the working directory.",
     )
     ledger_flush_ms: float = Field(
-        default=200.0,
+        default=20.0,
         gt=0,
         le=60_000,
         description="Decisions are written at least this often (events: before their 200).",

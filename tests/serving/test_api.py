@@ -229,21 +229,31 @@ def _count(live: Server, path: str, status: str) -> float:
     return 0.0
 
 
-def test_the_app_hands_the_hot_paths_to_the_middleware(tmp_path: Any) -> None:
+@pytest.mark.parametrize("otel", [False, True])
+def test_the_app_hands_the_hot_paths_to_the_middleware(tmp_path: Any, otel: bool) -> None:
     """The wiring itself: the responses are the same either way, so only this shows the
-    direct lane is in use (FastAPI wraps included routers, so app.routes would not have it)."""
+    direct lane is in use (FastAPI wraps included routers, so app.routes would not have it),
+    and where the service's layers sit: outside FastAPI's stack, or inside it with OTel on."""
+    from starlette.middleware.errors import ServerErrorMiddleware
+
     from serving.app import create_app
     from serving.lane import Lane
+    from serving.middleware import BodyLimit, RequestMetrics
     from serving.settings import BidoptSettings
 
-    app = create_app(BidoptSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
-    [mw] = [m for m in app.user_middleware if m.cls is Lane]
-    assert set(mw.kwargs["handlers"]) == {
-        "/v1/predict",
-        "/v1/bid",
-        "/v1/events",
-        "/openrtb2/bid",
-    }
+    settings = BidoptSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", otel=otel)
+    app = create_app(settings)
+    layers, layer = [], app.build_middleware_stack()
+    while layer is not None and len(layers) < 20:
+        layers.append(layer)
+        layer = getattr(layer, "app", None)
+    kinds = [type(x) for x in layers]
+    [lane] = [x for x in layers if isinstance(x, Lane)]
+    assert set(lane.handlers) == {"/v1/predict", "/v1/bid", "/v1/events", "/openrtb2/bid"}
+    ours = [kinds.index(k) for k in (RequestMetrics, BodyLimit, Lane)]
+    assert ours == sorted(ours) and ours[2] - ours[0] == 2
+    errors_at = kinds.index(ServerErrorMiddleware)
+    assert (ours[0] == 0 and errors_at == 3) if not otel else (errors_at < ours[0])
 
 
 def test_direct_handlers_serve_post_only() -> None:
