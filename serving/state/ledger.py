@@ -5,7 +5,7 @@ Decisions are handed over as references (a list append, well under a microsecond
 at least every `flush_ms`; a SIGKILL loses at most that interval of decisions. The interval is
 short (20 ms) because the writer frames what piled up in one go on the GIL: at 200 ms a burst
 of ~550 decisions held a one-core server's event loop for milliseconds, and /v1/bid's p99 under
-wrk was 8-12 ms against 6.4-7.1 ms at 20 ms (bench/serve_ab.py, same session). Events move
+wrk was 8.3-11.9 ms against 6.4-7.5 ms at 20 ms (bench/serve_ab.py, same session). Events move
 money, so `log_events` returns only once they are written and fsync'ed (group commit: one fsync
 covers every event waiting at that moment), and the caller answers 200 only then. Each process
 writes its own segments (`<start ns>-<pid>.seg`), so workers share no lock.
