@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import numpy as np
 import polars as pl
 
 from features.adapters import ADAPTERS, detect_source
@@ -94,6 +95,38 @@ class ParquetBatches:
 
     def batch(self, i: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
         return pl.read_parquet(self.files[i], columns=list(columns) if columns else None)
+
+
+@dataclass(frozen=True)
+class EveryKth:
+    """Every k-th row of each batch of `logs` (rows 0, k, 2k, ... of each): a systematic sample
+    in log order, for what needs its rows in memory but not all of them (the replay of a log
+    too large to hold). `heights` are the batches' row counts."""
+
+    logs: Batches
+    k: int
+    heights: tuple[int, ...]
+
+    @classmethod
+    def of(cls, logs: Batches, k: int) -> EveryKth:
+        if k < 1:
+            raise ValueError(f"every k-th row: k must be at least 1, got {k}")
+        first = logs.batch(0).columns[:1]
+        return cls(logs, k, tuple(logs.batch(i, first).height for i in range(len(logs))))
+
+    @property
+    def rows(self) -> int:
+        return sum(-(-h // self.k) for h in self.heights)
+
+    def __len__(self) -> int:
+        return len(self.logs)
+
+    def batch(self, i: int, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        return self.logs.batch(i, columns).gather_every(self.k)
+
+    def mask(self) -> np.ndarray:
+        """The kept rows as a mask over every row of `logs`, in log order."""
+        return np.concatenate([np.arange(h) % self.k == 0 for h in self.heights])
 
 
 def log_files(logs: str | Path) -> list[Path]:
@@ -290,6 +323,7 @@ def _is_parquet(path: Path) -> bool:
 __all__ = [
     "BATCH_ROWS",
     "Batches",
+    "EveryKth",
     "FrameBatches",
     "Ingested",
     "ParquetBatches",

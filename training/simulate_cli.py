@@ -13,6 +13,9 @@ from training.cli_support import quiet_mlflow, user_errors
 
 DEFAULT_STRATEGIES = "linear,ortb1,ortb2,lagrangian,constant"
 DEFAULT_FRACTIONS = "1/32,1/16,1/8,1/4,1/2"
+# Above this many rows a log is replayed on a systematic sample (--max-auctions): the replay
+# holds about 525 bytes per auction (bench/simulate_scaling.py), so 10M is ~5 GB.
+MAX_AUCTIONS = 10_000_000
 
 
 def _plot(table: object, path: Path) -> Path:
@@ -92,6 +95,14 @@ def simulate_command(
     alias: Annotated[str, typer.Option(help="Registry alias of the models to score with.")] = (
         "champion"
     ),
+    max_auctions: Annotated[
+        int,
+        typer.Option(
+            help="Replay at most about this many rows of each log: a larger log keeps every "
+            "k-th row of each batch (a systematic sample in log order), so memory is bounded "
+            "whatever its size; 0 keeps every row. Not with episodes (replayed whole)."
+        ),
+    ] = MAX_AUCTIONS,
 ) -> None:
     """Replay the test window in time order under each strategy and budget (iPinYou style),
     log one MLflow run per simulation with a nested run per (strategy, budget), print a table."""
@@ -128,11 +139,23 @@ def simulate_command(
         quiet_mlflow()
         from training import simulate as sim
 
+        if max_auctions < 0:
+            raise ValueError(
+                f"--max-auctions: must be 0 (every row) or positive, got {max_auctions}"
+            )
+        episodic = episode_column is not None or episode_length is not None
         extra = (pctr_column, pcvr_column, episode_column)
-        batches, df = _load(logs, rows, seed, extra)
+        cap = (max_auctions, episodic)
+        batches, df = _load(logs, rows, seed, extra, cap)
         fit_batches, fit_df = (
-            _load(fit_logs, rows, seed, extra) if fit_logs is not None else (None, None)
+            _load(fit_logs, rows, seed, extra, cap) if fit_logs is not None else (None, None)
         )
+        every = max(getattr(b, "k", 1) for b in (batches, fit_batches) if b is not None)
+        if every > 1:
+            console.print(
+                f"[yellow]note:[/] the logs hold more than --max-auctions {max_auctions:,} "
+                f"rows: every {every}th row of each batch is replayed"
+            )
         probs = _probabilities(batches, df, pctr_column, pcvr_column, goal, alias)
         fit_probs = (
             _probabilities(fit_batches, fit_df, pctr_column, pcvr_column, goal, alias)
@@ -147,6 +170,7 @@ def simulate_command(
             episode_length=episode_length, max_bid=max_bid, seed=seed, episodes=episodes,
             fit_episodes=fit_episodes, train_info=info,
         )  # fmt: skip
+        result.params["sample_every"] = every  # 1: every row replayed
         table = result.table()
         for w in result.warnings:
             console.print(f"[yellow]warning:[/] {w}")
@@ -187,21 +211,41 @@ REPLAY_COLUMNS = (
 
 
 def _load(
-    path: Path | None, rows: int, seed: int, columns: tuple[str | None, ...] = ()
+    path: Path | None,
+    rows: int,
+    seed: int,
+    columns: tuple[str | None, ...] = (),
+    cap: tuple[int, bool] = (0, False),
 ) -> tuple[object, object]:
-    """The validated logs as batches (to score) and their replay columns as one frame."""
-    from features.logset import collect
+    """The validated logs as batches (to score) and their replay columns as one frame; above
+    `cap` = (max rows, episodic) rows, every k-th row of each batch (`logset.EveryKth`), which
+    an episodic replay refuses."""
+    from features.logset import EveryKth, collect
     from training.pipeline import DataSource, load_data
 
     src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
     logs, fp = load_data(src)
+    limit, episodic = cap
+    sample = None
+    if 0 < limit < logs.rows:
+        if episodic:
+            raise ValueError(
+                f"--max-auctions: {logs.rows:,} rows with episodes, which are replayed whole: "
+                f"raise --max-auctions above that or set it to 0"
+            )
+        sample = EveryKth.of(logs, -(-logs.rows // limit))
     present = set(logs.batch(0).columns)
     wanted = dict.fromkeys(c for c in (*REPLAY_COLUMNS, *columns) if c and c in present)
-    frame = collect(logs, list(wanted))
+    frame = collect(sample or logs, list(wanted))
     wanted = [c for c in columns if c and c not in frame.columns]
     if path is not None and wanted:
-        frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
-    return logs, frame
+        if sample is not None:  # attached to every row, then sampled (not bounded)
+            frame = collect(logs, list(frame.columns))
+            frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
+            frame = frame.filter(sample.mask())
+        else:
+            frame = _attach_columns(path, frame, wanted, fp.get("quarantine_path"))
+    return sample or logs, frame
 
 
 def _attach_columns(path: Path, frame: object, names: list[str], quarantine: str | None) -> object:

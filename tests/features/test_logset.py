@@ -102,3 +102,20 @@ def test_frame_batches_are_slices_of_the_frame(log: pl.DataFrame) -> None:
     assert len(batches) == 3 and batches.rows == 6000
     assert collect(batches).equals(log)
     assert batches.batch(2, ["event_time"]).height == 1000
+
+
+def test_every_kth_row_of_each_batch() -> None:
+    from features.logset import EveryKth
+
+    frame = pl.DataFrame({"i": list(range(25)), "x": [f"v{i}" for i in range(25)]})
+    logs = FrameBatches(frame, batch_rows=10)  # batches of 10, 10, 5
+    sample = EveryKth.of(logs, 3)
+    assert sample.heights == (10, 10, 5) and len(sample) == 3
+    got = collect(sample)
+    assert got["i"].to_list() == [0, 3, 6, 9, 10, 13, 16, 19, 20, 23]
+    assert sample.rows == got.height
+    assert frame.filter(sample.mask()).equals(got)
+    assert collect(sample, ["x"]).columns == ["x"]
+    assert collect(EveryKth.of(logs, 1)).equals(frame)
+    with pytest.raises(ValueError, match="at least 1"):
+        EveryKth.of(logs, 0)

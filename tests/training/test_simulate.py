@@ -412,3 +412,29 @@ def test_segments_are_the_win_rate_models_keys() -> None:
     assert segments(df.drop("exchange")).tolist() == [
         segment_key(c or "", "") for c in df["channel"]
     ]
+
+
+def test_max_auctions_replays_a_systematic_sample(tmp_path: Path, mlflow_uri: str) -> None:
+    """Above --max-auctions rows every k-th row of each batch is replayed: the run says so,
+    records k, and replays that many auctions; episodes refuse to be sampled, named."""
+    frame = synth_frame()
+    path = tmp_path / "logs.parquet"
+    frame.write_parquet(path)
+    code, out, err = invoke(["--logs", path, *TRUE_CTR, *LIN_ONE_EIGHTH, "--max-auctions", 5000])
+    assert code == 0, (out, err)
+    assert "every 4th row of each batch is replayed" in out
+    parent, _ = runs(mlflow_uri)
+    assert parent.data.params["sample_every"] == "4"
+    sampled = frame.gather_every(4)  # one batch: rows 0, 4, 8, ...
+    won = sampled.filter(pl.col("won") & pl.col("market_price").is_not_null()).height
+    fit = int(parent.data.params["fit_auctions"])
+    assert fit + int(parent.data.params["replay_auctions"]) == won
+
+    code, out, err = invoke(
+        ["--logs", path, *TRUE_CTR, *LIN_ONE_EIGHTH, "--max-auctions", 5000, "--episode-length", 50]
+    )
+    assert code == 2, (out, err)
+    one_line_error(err, "--max-auctions", "20,000 rows with episodes")
+    code, out, err = invoke(["--logs", path, *TRUE_CTR, "--max-auctions", -1])
+    assert code == 2, (out, err)
+    one_line_error(err, "--max-auctions", "got -1")
