@@ -12,7 +12,10 @@ Printed: peak RSS, the RSS after imports, their difference per row, wall seconds
 the two replays agree (they must: same rows, same probabilities).
 
     .venv/bin/python bench/simulate_scaling.py --logs DIR --bundle DIR [--strategies linear]
-                                               [--modes columns,whole]
+                                               [--modes columns,whole] [--max-auctions N]
+
+With --max-auctions the columns path replays simulate's systematic sample of a larger log
+(`--max-auctions` of `bidopt simulate`): its peak then no longer grows with the log.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from train_scaling import rss_mb  # noqa: E402  (the shared measurement)
 
 
-def worker(mode: str, logs: Path, bundle_dir: Path, strategies: str, fraction: str) -> dict:
+def worker(
+    mode: str, logs: Path, bundle_dir: Path, strategies: str, fraction: str, cap: int
+) -> dict:
     from features.bundle import ModelBundle
     from features.logset import FrameBatches, collect
     from training import simulate as sim
@@ -44,7 +49,7 @@ def worker(mode: str, logs: Path, bundle_dir: Path, strategies: str, fraction: s
     bundle = ModelBundle.load(bundle_dir)
     start = time.perf_counter()
     if mode == "columns":
-        batches, df = _load(logs, 0, 0)
+        batches, df = _load(logs, 0, 0, (), (cap, False))
         pctr = probabilities(batches, bundle)
     else:
         loaded, _ = load_data(DataSource(kind="logs", path=str(logs)))
@@ -61,6 +66,7 @@ def worker(mode: str, logs: Path, bundle_dir: Path, strategies: str, fraction: s
     return {
         "rows": df.height,
         "columns": df.width,
+        "sample_every": getattr(batches, "k", 1) if mode == "columns" else 1,
         "seconds": time.perf_counter() - start,
         "peak_mb": peak,
         "base_mb": base,
@@ -75,25 +81,33 @@ def main() -> None:
     parser.add_argument("--strategies", default="linear")
     parser.add_argument("--budget-fraction", default="1/8")
     parser.add_argument("--modes", default="columns,whole", help="which paths to run, in order")
+    parser.add_argument(
+        "--max-auctions", type=int, default=0, help="columns: simulate's cap (0: every row)"
+    )
     parser.add_argument("--worker", choices=("columns", "whole"))
     args = parser.parse_args()
     if args.worker:
-        out = worker(args.worker, args.logs, args.bundle, args.strategies, args.budget_fraction)
+        out = worker(
+            args.worker, args.logs, args.bundle, args.strategies, args.budget_fraction,
+            args.max_auctions,
+        )  # fmt: skip
         print(json.dumps(out))
         return
     results = {}
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--worker", mode, "--logs", str(args.logs)]
         cmd += ["--bundle", str(args.bundle), "--strategies", args.strategies]
-        cmd += ["--budget-fraction", args.budget_fraction]
+        cmd += ["--budget-fraction", args.budget_fraction, "--max-auctions", str(args.max_auctions)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"{mode} worker failed:\n{proc.stderr[-3000:]}")
         r = results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
         per_row = (r["peak_mb"] - r["base_mb"]) * 2**20 / r["rows"]
         print(
-            f"{mode:>8}: {r['rows']:,} rows, {r['columns']} columns held, {r['seconds']:.1f} s, "
-            f"peak {r['peak_mb']:.0f} MB (base {r['base_mb']:.0f} MB): {per_row:.0f} B per row",
+            f"{mode:>8}: {r['rows']:,} rows replayed (every {r['sample_every']}th row of the log), "
+            f"{r['columns']} columns held, {r['seconds']:.1f} s, "
+            f"peak {r['peak_mb']:.0f} MB (base {r['base_mb']:.0f} MB): {per_row:.0f} B per "
+            "replayed row",
             flush=True,
         )
     if set(results) != {"columns", "whole"}:
