@@ -23,11 +23,12 @@ import gc
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Final
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -148,32 +149,30 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     handlers = direct_handlers(routes)
     app.state.lane_handlers = handlers  # the lane's (a test empties it to compare the router)
 
-    def ours(inner: ASGIApp) -> ASGIApp:
-        lane = Lane(inner, handlers=handlers)
-        body = BodyLimit(lane, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
-        return RequestMetrics(body, metrics=metrics, rtb_times=service.rtb_times)
-
+    ours = [  # outermost first, as Starlette's user_middleware
+        Middleware(RequestMetrics, metrics=metrics, rtb_times=service.rtb_times),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s),
+        Middleware(Lane, handlers=handlers),
+    ]
     if settings.otel:  # inside FastAPI's stack, so that its telemetry sees every request
-        # add_middleware wraps: the last added is the outermost
-        app.add_middleware(Lane, handlers=handlers)
-        app.add_middleware(
-            BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
-        )
-        app.add_middleware(RequestMetrics, metrics=metrics, rtb_times=service.rtb_times)
+        app.user_middleware[:0] = ours
     else:
-        app.outer = ours
+        app.outer_middleware = ours
     return app
 
 
 class ServingApp(FastAPI):
-    """FastAPI with `outer` (the service's own layers) wrapped around its whole middleware
-    stack instead of inside it (module docstring)."""
+    """FastAPI with `outer_middleware` (the service's own layers) wrapped around its whole
+    middleware stack instead of inside it (module docstring); built as Starlette builds its
+    user middleware."""
 
-    outer: Callable[[ASGIApp], ASGIApp] | None = None
+    outer_middleware: Sequence[Middleware] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return stack if self.outer is None else self.outer(stack)
+        app = super().build_middleware_stack()
+        for cls, args, kwargs in reversed(self.outer_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def rebuild_state(service: Service) -> None:
