@@ -49,7 +49,7 @@ def worker(
     bundle = ModelBundle.load(bundle_dir)
     start = time.perf_counter()
     if mode == "columns":
-        batches, df = _load(logs, 0, 0, (), (cap, False))
+        batches, df = _load(logs, 0, 0, max_rows=cap)
         pctr = probabilities(batches, bundle)
     else:
         loaded, _ = load_data(DataSource(kind="logs", path=str(logs)))

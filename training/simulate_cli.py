@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from pathlib import Path
@@ -145,11 +146,9 @@ def simulate_command(
             )
         episodic = episode_column is not None or episode_length is not None
         extra = (pctr_column, pcvr_column, episode_column)
-        cap = (max_auctions, episodic)
-        batches, df = _load(logs, rows, seed, extra, cap)
-        fit_batches, fit_df = (
-            _load(fit_logs, rows, seed, extra, cap) if fit_logs is not None else (None, None)
-        )
+        cap = functools.partial(_load, max_rows=max_auctions, episodic=episodic)
+        batches, df = cap(logs, rows, seed, extra)
+        fit_batches, fit_df = cap(fit_logs, rows, seed, extra) if fit_logs else (None, None)
         every = max(getattr(b, "k", 1) for b in (batches, fit_batches) if b is not None)
         if every > 1:
             console.print(
@@ -215,25 +214,26 @@ def _load(
     rows: int,
     seed: int,
     columns: tuple[str | None, ...] = (),
-    cap: tuple[int, bool] = (0, False),
+    *,
+    max_rows: int = 0,
+    episodic: bool = False,
 ) -> tuple[object, object]:
     """The validated logs as batches (to score) and their replay columns as one frame; above
-    `cap` = (max rows, episodic) rows, every k-th row of each batch (`logset.EveryKth`), which
-    an episodic replay refuses."""
+    `max_rows` rows, every k-th row of each batch (`logset.EveryKth`), which an episodic
+    replay refuses."""
     from features.logset import EveryKth, collect
     from training.pipeline import DataSource, load_data
 
     src = DataSource(kind="logs", path=str(path)) if path else DataSource(rows=rows, seed=seed)
     logs, fp = load_data(src)
-    limit, episodic = cap
     sample = None
-    if 0 < limit < logs.rows:
+    if 0 < max_rows < logs.rows:
         if episodic:
             raise ValueError(
                 f"--max-auctions: {logs.rows:,} rows with episodes, which are replayed whole: "
                 f"raise --max-auctions above that or set it to 0"
             )
-        sample = EveryKth.of(logs, -(-logs.rows // limit))
+        sample = EveryKth.of(logs, -(-logs.rows // max_rows))
     present = set(logs.batch(0).columns)
     wanted = dict.fromkeys(c for c in (*REPLAY_COLUMNS, *columns) if c and c in present)
     frame = collect(sample or logs, list(wanted))
