@@ -1,14 +1,14 @@
 """create_app(settings): the middleware stack, the routers and the lifespan; nothing else.
 
-Per request, outermost first: `middleware.RequestMetrics` (counts every answer),
-`middleware.BodyLimit` (the body whole, bounded in size and time), `lane.Lane` (JSON POSTs
-straight to their handler), then FastAPI's own stack: Starlette's server-error middleware (an
-unexpected exception is a 500), FastAPI's telemetry and body-limit wrappers, its exception
-handlers (`errors.render`) and router. The service's three layers sit outside FastAPI's
-(`ServingApp`), so a fast-lane POST skips FastAPI's wrappers as it skips the router (13 µs of a
-one-impression bid's ~167 µs, measured in process), and the lane answers an unexpected
-exception with the same 500 itself. With OpenTelemetry on (`BIDOPT_OTEL`) FastAPI's telemetry
-must see every request, so the three layers go inside FastAPI's stack instead.
+Per request, outermost first: `lane.Lane` (JSON POSTs: body read, handler, answer counted, all
+in one layer), `middleware.RequestMetrics` (counts every other answer), `middleware.BodyLimit`
+(every other body whole, bounded in size and time), then FastAPI's own stack: Starlette's
+server-error middleware (an unexpected exception is a 500), FastAPI's telemetry and body-limit
+wrappers, its exception handlers (`errors.render`) and router. The service's three layers sit
+outside FastAPI's (`ServingApp`), so a fast-lane POST skips FastAPI's wrappers as it skips the
+router (13 µs of a one-impression bid's ~167 µs, measured in process), and the lane answers an
+unexpected exception with the same 500 itself. With OpenTelemetry on (`BIDOPT_OTEL`) FastAPI's
+telemetry must see every request, so the three layers go inside FastAPI's stack instead.
 
 The lifespan starts the `ModelHolder` loop (initial load with back-off, then alias polling) and
 the state loop, and returns at once, so /healthz answers while the models load and /readyz
@@ -38,7 +38,7 @@ from serving import errors
 from serving.api import events, ops, scoring
 from serving.lane import Lane, direct_handlers
 from serving.metrics import Metrics
-from serving.middleware import BODY_METHODS, BodyLimit, RequestMetrics
+from serving.middleware import BODY_METHODS, BodyLimit, BodyReader, Observer, RequestMetrics
 from serving.models.holder import ModelHolder
 from serving.models.registry import Registry, read_winrate
 from serving.openrtb import router as openrtb_router
@@ -149,10 +149,12 @@ def create_app(settings: BidoptSettings) -> FastAPI:
     handlers = direct_handlers(routes)
     app.state.lane_handlers = handlers  # the lane's (a test empties it to compare the router)
 
+    observer = Observer(metrics, service.rtb_times)
+    reader = BodyReader(max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     ours = [  # outermost first, as Starlette's user_middleware
-        Middleware(RequestMetrics, metrics=metrics, rtb_times=service.rtb_times),
-        Middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s),
-        Middleware(Lane, handlers=handlers),
+        Middleware(Lane, handlers=handlers, reader=reader, observer=observer),
+        Middleware(RequestMetrics, observer=observer),
+        Middleware(BodyLimit, reader=reader),
     ]
     if settings.otel:  # inside FastAPI's stack, so that its telemetry sees every request
         app.user_middleware[:0] = ours

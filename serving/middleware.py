@@ -1,12 +1,16 @@
-"""The service's two pure-ASGI middlewares, each with one job (Starlette's shape: a small class
-wrapping an `ASGIApp`; no `BaseHTTPMiddleware`, which costs a task and a stream copy per request).
+"""What every request gets, whichever way it goes: counted, and its body read within bounds.
+Each is a small object the fast lane (`lane.Lane`, which answers its POSTs without these
+middlewares) and a pure-ASGI middleware for every other request share (Starlette's shape: a
+class wrapping an `ASGIApp`; no `BaseHTTPMiddleware`, which costs a task and a stream copy per
+request).
 
-- `RequestMetrics` counts every answer by endpoint and status, with its latency, including the
-  500 that Starlette's outer error middleware sends for an unexpected exception.
-- `BodyLimit` makes a request body arrive whole, bounded in size (413, before anything is read
-  when Content-Length says so) and in time (408 when the client stops sending: a half-sent body
-  would otherwise hold its connection and a worker's memory forever). The body it has read is
-  left in the scope for the fast lane and replayed to the router.
+- `Observer` counts an answer by endpoint and status, with its latency; `RequestMetrics` calls
+  it for every request, including the 500 that Starlette's outer error middleware sends for an
+  unexpected exception.
+- `BodyReader` reads a request body whole, bounded in size (413, before anything is read when
+  Content-Length says so) and in time (408 when the client stops sending: a half-sent body
+  would otherwise hold its connection and a worker's memory forever); `BodyLimit` reads every
+  body with it and replays it to the router.
 """
 
 from __future__ import annotations
@@ -21,17 +25,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.errors import BodyTimeout, BodyTooLarge, ServingError, error_response
 from serving.metrics import ENDPOINTS, OTHER, HandlingTimes, Metrics
 
-BODY_KEY: Final = "bidopt.body"
 BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RTB_PATH: Final = "/openrtb2/bid"
 
 
+class Observer:
+    """One answer counted: endpoint (the path, or "other"), status and seconds to its start."""
+
+    def __init__(self, metrics: Metrics, rtb_times: HandlingTimes) -> None:
+        self._observe = metrics.observe_request
+        self._rtb = rtb_times.observe
+        self._known = frozenset(ENDPOINTS)
+
+    def __call__(self, path: str, status: int, seconds: float) -> None:
+        if path == RTB_PATH:
+            self._rtb(seconds)
+        self._observe(path if path in self._known else OTHER, status, seconds)
+
+
 class RequestMetrics:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, rtb_times: HandlingTimes) -> None:
+    def __init__(self, app: ASGIApp, *, observer: Observer) -> None:
         self.app = app
-        self.metrics = metrics
-        self.rtb_times = rtb_times
-        self.known = frozenset(ENDPOINTS)
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,31 +54,26 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         path = scope["path"]
-        endpoint = path if path in self.known else OTHER
         started = False
-        observe = self.metrics.observe_request
+        observe = self.observer
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                elapsed = time.perf_counter() - start
-                observe(endpoint, message["status"], elapsed)
-                if endpoint == RTB_PATH:
-                    self.rtb_times.observe(elapsed)
+                observe(path, message["status"], time.perf_counter() - start)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
             if not started:  # the outer middleware answers 500; counted here
-                observe(endpoint, 500, time.perf_counter() - start)
+                observe(path, 500, time.perf_counter() - start)
             raise
 
 
-class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float) -> None:
-        self.app = app
+class BodyReader:
+    def __init__(self, *, max_bytes: int, timeout_s: float) -> None:
         self.limit = max_bytes
         self.timeout_s = timeout_s
         # Bodies being read, by task, with their deadline; one watchdog cancels the late ones.
@@ -73,28 +83,15 @@ class BodyLimit:
         self._late: set[asyncio.Task[Any]] = set()
         self._watchdog: asyncio.Task[None] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
-            await self.app(scope, receive, send)
-            return
+    async def read(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, at most `max_bytes`, within `timeout_s`; None if the client left
+        first (nobody to answer). Raises BodyTooLarge or BodyTimeout."""
         length = _content_length(scope)
-        try:
-            if length is not None and length > self.limit:
-                raise BodyTooLarge(self.limit)
-            body = await self._read(receive)
-        except ServingError as exc:
-            await error_response(exc.status_code, exc.detail, exc.field)(scope, receive, send)
-            return
-        if body is None:
-            return  # the client left before sending its body: nobody to answer
-        scope[BODY_KEY] = body
-        await self.app(scope, _replay(body, receive), send)
-
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, at most `limit` bytes, within `timeout_s`."""
+        if length is not None and length > self.limit:
+            raise BodyTooLarge(self.limit)
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
+        loop = task.get_loop()
         self._reading[task] = loop.time() + self.timeout_s
         watchdog = self._watchdog
         if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
@@ -136,6 +133,25 @@ class BodyLimit:
                     task.cancel()
 
 
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, reader: BodyReader) -> None:
+        self.app = app
+        self.reader = reader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self.reader.read(scope, receive)
+        except ServingError as exc:
+            await error_response(exc.status_code, exc.detail, exc.field)(scope, receive, send)
+            return
+        if body is None:
+            return  # the client left before sending its body: nobody to answer
+        await self.app(scope, replay(body, receive), send)
+
+
 def _content_length(scope: Scope) -> int | None:
     """The first Content-Length, as Starlette's Headers.get reads it; None if absent or bad."""
     for name, value in scope["headers"]:
@@ -146,7 +162,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(body: bytes, upstream: Receive) -> Receive:
+def replay(body: bytes, upstream: Receive) -> Receive:
     """Hand the already-read body to the app, then pass on whatever comes next (disconnect)."""
     sent = False
 

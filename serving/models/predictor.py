@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Final
 
 import numpy as np
@@ -141,8 +142,9 @@ class Predictor:
         """Both specs identical: one encoded row serves both models."""
         return self.pair is None
 
-    @property
+    @cached_property
     def versions(self) -> dict[str, dict[str, str]]:
+        """Built once per pair (it is in every answer and ledger record); not to be mutated."""
         return {
             "ctr": {"name": self.ctr.ref.name, "version": self.ctr.ref.version},
             "cvr": {"name": self.cvr.ref.name, "version": self.cvr.ref.version},

@@ -1,11 +1,14 @@
 """The ledger writer: every decision and every accepted event appended to segment files by a
 background thread, never by the request path.
 
-Decisions are handed over as references (a list append, well under a microsecond) and written
-at least every `flush_ms`; a SIGKILL loses at most that interval of decisions. The interval is
-short (20 ms) because the writer frames what piled up in one go on the GIL: at 200 ms a burst
-of ~550 decisions held a one-core server's event loop for milliseconds, and /v1/bid's p99 under
-wrk was 8.3-11.9 ms against 6.4-7.5 ms at 20 ms (bench/serve_ab.py, same session). Events move
+A decision is serialised and framed where it is made, on the event loop (about 5 µs: orjson,
+while its dicts are still in cache), and appended to one pending buffer; the writer swaps the
+buffer out and writes it at least every `flush_ms`, so a SIGKILL loses at most that interval of
+decisions. (Handing references to the writer thread instead bought no parallelism, the GIL
+serialises both threads, and cost more: the writer framed cold dicts in ~10 µs each, and at 200
+ms a burst of ~550 of them held a one-core server's loop for milliseconds: /v1/bid's p99 under
+wrk was 8.3-11.9 ms against 6.4-7.5 ms at 20 ms, bench/serve_ab.py.) The writer's own share of
+the GIL is a swap and a `write` call, which releases it while the kernel copies. Events move
 money, so `log_events` returns only once they are written and fsync'ed (group commit: one fsync
 covers every event waiting at that moment), and the caller answers 200 only then. Each process
 writes its own segments (`<start ns>-<pid>.seg`), so workers share no lock.
@@ -30,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from features.ledger import DECISION, EVENT, SEGMENT_SUFFIX, frame
+from features.ledger import DECISION, EVENT, SEGMENT_SUFFIX, frame, framed, payload
 
 log = logging.getLogger("bidopt.ledger")
 
@@ -47,8 +50,11 @@ class Ledger:
         self.directory = directory
         self.flush_s = flush_ms / 1000.0
         self.reason: str | None = None  # why it is unavailable; None when it is fine
-        # deques: append (request side) and popleft (writer) are atomic under the GIL
-        self._decisions: deque[tuple[Any, ...]] = deque()
+        # framed decisions not yet written, and how many: appended by the loop, swapped out
+        # whole by the writer, both under the lock
+        self._pending = bytearray()
+        self._pending_count = 0
+        self._lock = threading.Lock()
         self._events: deque[tuple[list[dict[str, Any]], asyncio.Future[None], Any]] = deque()
         self._wake = threading.Event()
         self._stop = False
@@ -74,8 +80,23 @@ class Ledger:
         versions: Mapping[str, Any],
         weight: float = 1.0,
     ) -> None:
-        """Hand one decision over (references only; serialised by the writer thread)."""
-        self._decisions.append((t, source, request, result, versions, weight))
+        """Serialise one decision and hand its bytes to the writer (module docstring: why here)."""
+        data = framed(
+            payload(
+                {
+                    "k": DECISION,
+                    "t": int(t * 1_000_000),
+                    "src": source,
+                    "req": request,
+                    "out": result,
+                    "models": versions,
+                    "w": weight,
+                }
+            )
+        )
+        with self._lock:
+            self._pending += data
+            self._pending_count += 1
 
     async def log_events(self, records: Sequence[dict[str, Any]]) -> None:
         """Return once `records` are durable (written and fsync'ed); LedgerUnavailable if not."""
@@ -147,14 +168,15 @@ class Ledger:
         self.reason = None
 
     def _flush(self) -> None:
-        decisions = _drain(self._decisions)
-        events = _drain(self._events)
-        if not decisions and not events:
+        with self._lock:
+            data, self._pending = self._pending, bytearray()
+            count, self._pending_count = self._pending_count, 0
+        events = _drain(self._events)  # deque: append and popleft are atomic under the GIL
+        if not count and not events:
             return
-        chunks = [self._decision_frame(d) for d in decisions]
         for records, _, _ in events:
-            chunks.extend(frame(r) for r in records)
-        data = b"".join(chunks)
+            for r in records:
+                data += frame(r)
         try:
             if not os.path.exists(self._path):  # an unlinked file takes writes and keeps none
                 raise FileNotFoundError(errno.ENOENT, "segment or directory removed", self._path)
@@ -165,7 +187,7 @@ class Ledger:
             self._fail(f"cannot write the ledger at {self.directory}: {e.strerror or e}", events)
             return
         self._written += len(data)
-        self.decisions_written += len(decisions)
+        self.decisions_written += count
         for records, done, loop in events:
             self.events_written += len(records)
             loop.call_soon_threadsafe(_resolve, done, None)
@@ -173,13 +195,14 @@ class Ledger:
             self._file.close()
             self._open()
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytearray) -> None:
         """Write `data` whole or not at all: a short write (a full disk) is cut back to the
         last whole record, so a record torn by it cannot hide the ones written after it."""
         written = 0
+        view = memoryview(data)  # slices of it are not copies
         try:
             while written < len(data):
-                n = self._file.write(data[written:])
+                n = self._file.write(view[written:])
                 if not n:
                     raise OSError(errno.ENOSPC, "no space left on device (short write)")
                 written += n
@@ -195,21 +218,6 @@ class Ledger:
         self.reason = reason
         for _, done, loop in [*events, *_drain(self._events)]:
             loop.call_soon_threadsafe(_resolve, done, LedgerUnavailable(reason))
-
-    @staticmethod
-    def _decision_frame(d: tuple[Any, ...]) -> bytes:
-        t, source, request, result, versions, weight = d
-        return frame(
-            {
-                "k": DECISION,
-                "t": int(t * 1_000_000),
-                "src": source,
-                "req": request,
-                "out": result,
-                "models": versions,
-                "w": weight,
-            }
-        )
 
 
 def _drain(queue: deque[Any]) -> list[Any]:

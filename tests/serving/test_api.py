@@ -250,7 +250,7 @@ def test_the_app_hands_the_hot_paths_to_the_middleware(tmp_path: Any, otel: bool
     kinds = [type(x) for x in layers]
     [lane] = [x for x in layers if isinstance(x, Lane)]
     assert set(lane.handlers) == {"/v1/predict", "/v1/bid", "/v1/events", "/openrtb2/bid"}
-    ours = [kinds.index(k) for k in (RequestMetrics, BodyLimit, Lane)]
+    ours = [kinds.index(k) for k in (Lane, RequestMetrics, BodyLimit)]
     assert ours == sorted(ours) and ours[2] - ours[0] == 2
     errors_at = kinds.index(ServerErrorMiddleware)
     assert (ours[0] == 0 and errors_at == 3) if not otel else (errors_at < ours[0])

@@ -1,5 +1,6 @@
-"""middleware.RequestMetrics counts every answer in bidopt_requests_total, also the 500 that the
-outer server-error middleware sends for an unexpected exception (no input of the real service
+"""Every answer is counted in bidopt_requests_total (by the lane for its POSTs, by
+middleware.RequestMetrics for the rest), also the 500 that the outer server-error middleware
+(or the lane) sends for an unexpected exception (no input of the real service
 raises one: the schemathesis run holds that; these tests raise one on purpose)."""
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.app import create_app
 from serving.lane import Lane
 from serving.metrics import HandlingTimes, Metrics
-from serving.middleware import BodyLimit, RequestMetrics
+from serving.middleware import BodyLimit, BodyReader, Observer, RequestMetrics
 from serving.settings import BidoptSettings
 
 
@@ -27,7 +28,7 @@ def count(metrics: Metrics, endpoint: str, status: str) -> float:
     return value or 0.0
 
 
-def call(mw: RequestMetrics, path: str) -> list[Message]:
+def call(mw: ASGIApp, path: str) -> list[Message]:
     scope: Scope = {
         "type": "http",
         "method": "POST",
@@ -47,7 +48,7 @@ def call(mw: RequestMetrics, path: str) -> list[Message]:
     return sent
 
 
-def middleware(inner_fails_after_start: bool = False) -> tuple[RequestMetrics, Metrics]:
+def middleware(inner_fails_after_start: bool = False) -> tuple[ASGIApp, Metrics]:
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         if inner_fails_after_start:
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -57,13 +58,10 @@ def middleware(inner_fails_after_start: bool = False) -> tuple[RequestMetrics, M
         raise RuntimeError("handler failed")
 
     metrics = Metrics()
-    lane = Lane(inner, handlers={"/v1/bid": direct})
-    mw = RequestMetrics(
-        BodyLimit(lane, max_bytes=1 << 20, timeout_s=5.0),
-        metrics=metrics,
-        rtb_times=HandlingTimes(),
-    )
-    return mw, metrics
+    observer = Observer(metrics, HandlingTimes())
+    reader = BodyReader(max_bytes=1 << 20, timeout_s=5.0)
+    behind = RequestMetrics(BodyLimit(inner, reader=reader), observer=observer)
+    return Lane(behind, handlers={"/v1/bid": direct}, reader=reader, observer=observer), metrics
 
 
 def test_an_exception_in_a_direct_handler_is_counted_as_500_and_propagates() -> None:
