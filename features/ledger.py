@@ -47,16 +47,7 @@ EVENT: Final = "e"
 
 def frame(record: dict[str, Any]) -> bytes:
     """One record, framed. Times may be datetimes (orjson writes ISO-8601, naive ones as UTC)."""
-    return framed(payload(record))
-
-
-def payload(record: dict[str, Any]) -> bytes:
-    """A record's JSON, unframed: the service serialises a decision while it is answering (its
-    dicts are in cache and nothing can change them afterwards) and frames it later."""
-    return orjson.dumps(record, option=orjson.OPT_NAIVE_UTC)
-
-
-def framed(payload: bytes) -> bytes:
+    payload = orjson.dumps(record, option=orjson.OPT_NAIVE_UTC)
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from features.ledger import DECISION, EVENT, SEGMENT_SUFFIX, frame, framed, payload
+from features.ledger import DECISION, EVENT, SEGMENT_SUFFIX, frame
 
 log = logging.getLogger("bidopt.ledger")
 
@@ -81,18 +81,16 @@ class Ledger:
         weight: float = 1.0,
     ) -> None:
         """Serialise one decision and hand its bytes to the writer (module docstring: why here)."""
-        data = framed(
-            payload(
-                {
-                    "k": DECISION,
-                    "t": int(t * 1_000_000),
-                    "src": source,
-                    "req": request,
-                    "out": result,
-                    "models": versions,
-                    "w": weight,
-                }
-            )
+        data = frame(
+            {
+                "k": DECISION,
+                "t": int(t * 1_000_000),
+                "src": source,
+                "req": request,
+                "out": result,
+                "models": versions,
+                "w": weight,
+            }
         )
         with self._lock:
             self._pending += data
