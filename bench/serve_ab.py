@@ -37,6 +37,24 @@ from serve_load import (  # noqa: E402  (the shared harness)
 )
 
 
+def add_worktree(rev: str, dest: Path) -> Path:
+    """`rev` checked out (detached) at `dest`, sharing this repository's objects."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(dest), rev],
+        check=True,
+        capture_output=True,
+    )
+    return dest
+
+
+def remove_worktree(tree: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+        check=False,
+        capture_output=True,
+    )
+
+
 def example_body(uri: str) -> dict:
     """A one-impression /v1/bid body from the champion's stored input example."""
     import json
@@ -69,20 +87,8 @@ def main() -> None:
         sys.exit("needs wrk and taskset on PATH")
 
     work = Path(tempfile.mkdtemp(prefix="bidopt-ab-"))
-    base_tree = work / "base"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base],
-        check=True,
-        capture_output=True,
-    )
-    head_tree = ROOT
-    if args.head:
-        head_tree = work / "head-tree"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(head_tree), args.head],
-            check=True,
-            capture_output=True,
-        )
+    base_tree = add_worktree(args.base, work / "base")
+    head_tree = add_worktree(args.head, work / "head-tree") if args.head else ROOT
     procs: list[Proc] = []
     try:
         uri = ensure_store(args.tracking_uri, args.rows, work)
@@ -141,11 +147,7 @@ def main() -> None:
         for p in procs:
             p.stop()
         for tree in {base_tree, head_tree} - {ROOT}:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                check=False,
-                capture_output=True,
-            )
+            remove_worktree(tree)
         shutil.rmtree(work, ignore_errors=True)
 
 

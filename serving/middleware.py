@@ -16,7 +16,6 @@ request).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any, Final
 
@@ -156,9 +155,10 @@ def _content_length(scope: Scope) -> int | None:
     """The first Content-Length, as Starlette's Headers.get reads it; None if absent or bad."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            with contextlib.suppress(ValueError):
+            try:  # (not contextlib.suppress: its object per request cost a third of the read)
                 return int(value)
-            return None
+            except ValueError:
+                return None
     return None
 
 
