@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,18 +78,17 @@ class Service:
     def log_decisions(
         self,
         source: str,
-        requests: Sequence[Mapping[str, Any]],
-        results: Sequence[Mapping[str, Any]],
+        decided: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
         versions: Mapping[str, Any],
     ) -> None:
         """Every bid to the ledger; no-bids at the configured sample rate, each with that rate
-        (so a training set can re-weight them by 1 / rate)."""
+        (so a training set can re-weight them by 1 / rate). `decided`: (request, result)."""
         now = time.time()
         log = self.ledger.log_decision
         rate = self.settings.nobid_sample_rate
         draw = self.rng.random
         note = self.performance.note_bid
-        for req, r in zip(requests, results, strict=True):
+        for req, r in decided:
             if r["bid"]:
                 log(now, source, req, r, versions)
                 note(r["impression_id"], r["pctr"], r["pcvr"])

@@ -103,9 +103,7 @@ async def bid(body: V1BidRequest, request: Request) -> Response:
             r["currency"] = account
     else:
         results = _converted_bids(service, predictor, body, winrate, account, decided)
-    service.log_decisions(
-        "v1", [q for q, _ in decided], [r for _, r in decided], predictor.versions
-    )
+    service.log_decisions("v1", decided, predictor.versions)
     for r in results:
         metrics.count_bid("bid" if r["bid"] else r["reason"])
         if r["pctr"] is not None:

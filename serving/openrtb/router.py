@@ -145,7 +145,8 @@ async def openrtb_bid(body: openrtb.BidRequest, request: Request) -> Response:
             winrate=service.winrate(predictor),
             rng=service.rng,
         )
-        service.log_decisions("openrtb", requests, [r for r, _ in decided], predictor.versions)
+        made = zip(requests, (r for r, _ in decided), strict=True)
+        service.log_decisions("openrtb", made, predictor.versions)
         for req, imp, (result, decision) in zip(requests, imps, decided, strict=True):
             service.metrics.count_bid("bid" if result["bid"] else result["reason"])
             if not decision.bid:

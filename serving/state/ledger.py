@@ -1,17 +1,17 @@
 """The ledger writer: every decision and every accepted event appended to segment files by a
 background thread, never by the request path.
 
-A decision is serialised and framed where it is made, on the event loop (about 5 µs: orjson,
-while its dicts are still in cache), and appended to one pending buffer; the writer swaps the
-buffer out and writes it at least every `flush_ms`, so a SIGKILL loses at most that interval of
+A decision is serialised and framed where it is made, on the event loop (about 5 µs hot: orjson,
+while its dicts are still in cache), and its bytes appended to a queue; the writer drains the queue,
+joins and writes it at least every `flush_ms`, so a SIGKILL loses at most that interval of
 decisions. (Handing references to the writer thread instead bought no parallelism, the GIL
-serialises both threads, and cost more: the writer framed cold dicts in ~10 µs each, and at 200
-ms a burst of ~550 of them held a one-core server's loop for milliseconds: /v1/bid's p99 under
-wrk was 8.3-11.9 ms against 6.4-7.5 ms at 20 ms, bench/serve_ab.py.) The writer's own share of
-the GIL is a swap and a `write` call, which releases it while the kernel copies. Events move
-money, so `log_events` returns only once they are written and fsync'ed (group commit: one fsync
-covers every event waiting at that moment), and the caller answers 200 only then. Each process
-writes its own segments (`<start ns>-<pid>.seg`), so workers share no lock.
+serialises both threads, and cost more: the writer framed cold dicts in ~10 µs each, and at 200 ms a
+burst of ~550 of them held a one-core server's loop for milliseconds: /v1/bid's p99 under wrk was
+8.3-11.9 ms against 6.4-7.5 ms at 20 ms, bench/serve_ab.py.) The writer's own share of the GIL is a
+drain, a join and a `write` call, which releases it while the kernel copies. Events move money, so
+`log_events` returns only once they are written and fsync'ed (group commit: one fsync covers every
+event waiting at that moment), and the caller answers 200 only then. Each process writes its own
+segments (`<start ns>-<pid>.seg`), so workers share no lock.
 
 If the directory cannot be written (disk full, directory removed), the writer marks the ledger
 unavailable with the reason: the service then stops bidding (`ledger_unavailable`), /readyz is
@@ -50,11 +50,11 @@ class Ledger:
         self.directory = directory
         self.flush_s = flush_ms / 1000.0
         self.reason: str | None = None  # why it is unavailable; None when it is fine
-        # framed decisions not yet written, and how many: appended by the loop, swapped out
-        # whole by the writer, both under the lock
-        self._pending = bytearray()
-        self._pending_count = 0
-        self._lock = threading.Lock()
+        # framed decisions not yet written: appended by the loop, drained by the writer (a
+        # deque's append and popleft are atomic under the GIL: no lock). One bytes object per
+        # decision, joined by the writer: appending to one growing buffer instead re-copied it
+        # on every resize, through the request path's cache
+        self._pending: deque[bytes] = deque()
         self._events: deque[tuple[list[dict[str, Any]], asyncio.Future[None], Any]] = deque()
         self._wake = threading.Event()
         self._stop = False
@@ -81,20 +81,19 @@ class Ledger:
         weight: float = 1.0,
     ) -> None:
         """Serialise one decision and hand its bytes to the writer (module docstring: why here)."""
-        data = frame(
-            {
-                "k": DECISION,
-                "t": int(t * 1_000_000),
-                "src": source,
-                "req": request,
-                "out": result,
-                "models": versions,
-                "w": weight,
-            }
+        self._pending.append(
+            frame(
+                {
+                    "k": DECISION,
+                    "t": int(t * 1_000_000),
+                    "src": source,
+                    "req": request,
+                    "out": result,
+                    "models": versions,
+                    "w": weight,
+                }
+            )
         )
-        with self._lock:
-            self._pending += data
-            self._pending_count += 1
 
     async def log_events(self, records: Sequence[dict[str, Any]]) -> None:
         """Return once `records` are durable (written and fsync'ed); LedgerUnavailable if not."""
@@ -166,15 +165,14 @@ class Ledger:
         self.reason = None
 
     def _flush(self) -> None:
-        with self._lock:
-            data, self._pending = self._pending, bytearray()
-            count, self._pending_count = self._pending_count, 0
-        events = _drain(self._events)  # deque: append and popleft are atomic under the GIL
-        if not count and not events:
+        decisions = _drain(self._pending)
+        events = _drain(self._events)
+        if not decisions and not events:
             return
-        for records, _, _ in events:
-            for r in records:
-                data += frame(r)
+        count = len(decisions)
+        data = bytearray().join(
+            [*decisions, *(frame(r) for records, _, _ in events for r in records)]
+        )
         try:
             if not os.path.exists(self._path):  # an unlinked file takes writes and keeps none
                 raise FileNotFoundError(errno.ENOENT, "segment or directory removed", self._path)
