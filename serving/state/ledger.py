@@ -169,10 +169,8 @@ class Ledger:
         events = _drain(self._events)
         if not decisions and not events:
             return
-        count = len(decisions)
-        data = bytearray().join(
-            [*decisions, *(frame(r) for records, _, _ in events for r in records)]
-        )
+        chunks = decisions + [frame(r) for records, _, _ in events for r in records]
+        data = b"".join(chunks)
         try:
             if not os.path.exists(self._path):  # an unlinked file takes writes and keeps none
                 raise FileNotFoundError(errno.ENOENT, "segment or directory removed", self._path)
@@ -183,7 +181,7 @@ class Ledger:
             self._fail(f"cannot write the ledger at {self.directory}: {e.strerror or e}", events)
             return
         self._written += len(data)
-        self.decisions_written += count
+        self.decisions_written += len(decisions)
         for records, done, loop in events:
             self.events_written += len(records)
             loop.call_soon_threadsafe(_resolve, done, None)
@@ -191,7 +189,7 @@ class Ledger:
             self._file.close()
             self._open()
 
-    def _write_all(self, data: bytearray) -> None:
+    def _write_all(self, data: bytes) -> None:
         """Write `data` whole or not at all: a short write (a full disk) is cut back to the
         last whole record, so a record torn by it cannot hide the ones written after it."""
         written = 0
