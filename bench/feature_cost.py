@@ -135,7 +135,6 @@ def _switches(app: Any) -> list[Any]:
     while not isinstance(lane, Lane):
         lane = lane.app
     checked, unchecked = lane.handlers["/v1/bid"], json_endpoint(UncheckedRequest, bid)
-    handlers = dict(lane.handlers)
 
     def records(off: bool) -> None:
         service_type.log_decisions = no_log if off else log_decisions
@@ -144,8 +143,7 @@ def _switches(app: Any) -> list[Any]:
         BodyReader.read = plain_read if off else read  # type: ignore[method-assign]
 
     def time_check(off: bool) -> None:
-        handlers["/v1/bid"] = unchecked if off else checked
-        lane.handlers = dict(handlers)
+        lane.handlers = {**lane.handlers, "/v1/bid": unchecked if off else checked}
 
     return [records, deadline, time_check]
 
